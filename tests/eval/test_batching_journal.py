@@ -1,4 +1,4 @@
-"""Journal, batching and sharding: the pieces resume and multi-GPU merging rest on."""
+"""Journal and batching: the pieces resume and multi-GPU merging rest on."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 
 from spanlab.eval.batching import plan_batches
 from spanlab.eval.journal import Journal, read_run
-from spanlab.eval.shard import shard
 
 
 def test_torn_last_line_is_skipped_and_next_append_starts_clean(tmp_path):
@@ -28,14 +27,6 @@ def test_rank_journals_merge_into_one_run(tmp_path):
     with Journal(tmp_path / "results.rank1-of-2.jsonl") as j:
         j.append([{"id": "b"}, {"id": "a"}])  # a duplicate id counts once
     assert sorted(r["id"] for r in read_run(tmp_path)) == ["a", "b", "c"]
-
-
-def test_shards_are_disjoint_complete_and_deterministic():
-    items = [f"id{i}" for i in range(23)]
-    parts = [shard(items, r, 4, key=str) for r in range(4)]
-    assert sorted(sum(parts, [])) == sorted(items)
-    assert all(not set(a) & set(b) for i, a in enumerate(parts) for b in parts[i + 1:])
-    assert parts == [shard(list(reversed(items)), r, 4, key=str) for r in range(4)]
 
 
 def test_left_padding_batches_by_length_under_token_cap():

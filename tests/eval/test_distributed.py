@@ -1,4 +1,4 @@
-"""torchrun shards samples deterministically; rank journals merge into one run with single-process scores."""
+"""torchrun deals whole batches to ranks; rank journals merge into one run identical to a single process."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def _free_port() -> int:
 
 
 def test_torchrun_two_ranks_equal_single_process(tiny_models, sample_file, tmp_path, cli):
-    args = ["eval", "--model", tiny_models["mamba2"], "--samples", str(sample_file), "--max-new-tokens", "5",
+    args = ["eval", "--model", tiny_models["mamba2"], "--samples", str(sample_file), "--max-new-tokens", "5", "--batch-size", "2",
             "--no-progress", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
@@ -25,13 +25,14 @@ def test_torchrun_two_ranks_equal_single_process(tiny_models, sample_file, tmp_p
     assert proc.returncode == 0, proc.stderr[-2000:]
     shards = [tmp_path / "dist" / f"results.rank{r}-of-2.jsonl" for r in range(2)]
     ids = [{json.loads(x)["id"] for x in p.read_text().splitlines()} for p in shards]
-    assert len(ids[0]) == len(ids[1]) == 4 and not ids[0] & ids[1]
+    assert ids[0] and ids[1] and not ids[0] & ids[1]
     assert cli(*args, "--out", tmp_path / "single") == 0
 
     from spanlab.eval import read_run
 
-    merged = {r["id"]: (r["prediction"], r["score"]) for r in read_run(tmp_path / "dist")}
-    single = {r["id"]: (r["prediction"], r["score"]) for r in read_run(tmp_path / "single")}
+    # Same batch-mates on every path, so the same predictions, not just the same scores.
+    merged = {r["id"]: (r["prediction"], r["score"], r["batch_size"]) for r in read_run(tmp_path / "dist")}
+    single = {r["id"]: (r["prediction"], r["score"], r["batch_size"]) for r in read_run(tmp_path / "single")}
     assert merged == single and len(merged) == 8
     # A single-process resume of the sharded run finds nothing left to do.
     assert cli(*args, "--out", tmp_path / "dist") == 0

@@ -20,7 +20,7 @@ from spanlab.eval.manifest import (
     write_manifest,
 )
 from spanlab.eval.samples import generate_samples, label_of, read_samples, specs_from
-from spanlab.eval.shard import rank_world, shard
+from spanlab.eval.shard import rank_world
 from spanlab.models.base import Backend
 from spanlab.scoring import sample_score
 from spanlab.tasks.sample import Sample
@@ -84,6 +84,25 @@ def make_record(s: Sample, pred: str, prompt_tokens: int, new_tokens: int, laten
     }
 
 
+def plan_run(ordered: Sequence[Sample], backend: Backend, cfg: EvalConfig) -> list[tuple[str, int, int, list[Sample]]]:
+    """All batches of a run, in order: per (label, length), per generation budget, by prompt length."""
+    groups: dict[tuple, list[Sample]] = defaultdict(list)
+    for s in ordered:
+        groups[(label_of(s), s.max_length)].append(s)
+    plan = []
+    for (label, length), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        counts = backend.count_tokens([s.prompt for s in group])
+        # Only samples with the same generation budget share a batch.
+        by_budget: dict[int, list[int]] = defaultdict(list)
+        for i, s in enumerate(group):
+            by_budget[cfg.max_new_tokens or s.tokens_to_generate].append(i)
+        for budget, idx in by_budget.items():
+            for b in plan_batches([counts[i] for i in idx], padding=backend.padding, batch_size=cfg.batch_size,
+                                  max_batch_tokens=cfg.max_batch_tokens):
+                plan.append((label, length, budget, [group[idx[j]] for j in b]))
+    return plan
+
+
 def run_eval(cfg: EvalConfig, backend: Backend | None = None, *, samples: list[Sample] | None = None) -> list[dict[str, Any]]:
     """Evaluate, journaling each finished sample; returns this run's records (all ranks, all time)."""
     from spanlab.models import load_backend
@@ -111,34 +130,26 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, *, samples: list[S
         write_manifest(out, merge_manifest(old, new))
 
     ordered = sorted(samples, key=lambda s: (label_of(s), s.max_length, s.depth if s.depth is not None else -1, s.id))
-    mine = shard(ordered, rank, world)
     done = done_ids(out)
-    todo = [s for s in mine if s.id not in done]
-
-    groups: dict[tuple, list[Sample]] = defaultdict(list)
-    for s in todo:
-        groups[(label_of(s), s.max_length)].append(s)
+    # Batches are planned over the whole run and then dealt out to ranks, so every sample meets
+    # the same batch-mates (same padding, same kernel shapes) whatever the world size or how often
+    # the run was resumed: a sharded run reproduces a single-process run bit for bit.
+    mine = [(label, length, budget, [s for s in batch if s.id not in done])
+            for k, (label, length, budget, batch) in enumerate(plan_run(ordered, backend, cfg))
+            if k % world == rank]
+    mine = [b for b in mine if b[3]]
 
     progress = _progress(cfg.progress and rank == 0)
     with Journal(out / results_name(rank, world)) as journal, progress:
-        bar = progress.add_task("eval", total=len(todo), label="")
-        for (label, length), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        bar = progress.add_task("eval", total=sum(len(b[3]) for b in mine), label="")
+        for label, length, budget, batch in mine:
             progress.update(bar, label=f"{label} @ {length}")
-            counts = backend.count_tokens([s.prompt for s in group])
-            # Only samples with the same generation budget share a batch.
-            by_budget: dict[int, list[int]] = defaultdict(list)
-            for i, s in enumerate(group):
-                by_budget[cfg.max_new_tokens or s.tokens_to_generate].append(i)
-            for budget, idx in by_budget.items():
-                for b in plan_batches([counts[i] for i in idx], padding=backend.padding, batch_size=cfg.batch_size,
-                                      max_batch_tokens=cfg.max_batch_tokens):
-                    batch = [group[idx[j]] for j in b]
-                    t0 = time.perf_counter()
-                    gens = backend.generate([s.prompt for s in batch], budget, cfg.stop)
-                    dt = time.perf_counter() - t0
-                    journal.append(make_record(s, g.text, g.prompt_tokens, g.new_tokens, dt, len(batch), rank)
-                                   for s, g in zip(batch, gens))
-                    progress.advance(bar, len(batch))
+            t0 = time.perf_counter()
+            gens = backend.generate([s.prompt for s in batch], budget, cfg.stop)
+            dt = time.perf_counter() - t0
+            journal.append(make_record(s, g.text, g.prompt_tokens, g.new_tokens, dt, len(batch), rank)
+                           for s, g in zip(batch, gens))
+            progress.advance(bar, len(batch))
     _barrier(world)
     ids = {s.id for s in samples}
     return [r for r in read_run(out) if r["id"] in ids]

@@ -8,6 +8,10 @@ RWKV, which ignores the mask and whose batched recurrent-state decoding in trans
 reproduce batch-1 outputs even for equal-length prompts, so RWKV runs at batch 1 (tests compare
 batched with single generation for every architecture).
 
+Mamba2-family layers (Mamba2, Bamba, Zamba2, FalconH1, NemotronH, GraniteMoeHybrid) run their
+prefill through spanlab's SSD scan (`spanlab.models.ssd`) instead of transformers' torch fallback
+when mamba-ssm is absent: the same function in linear memory per chunk; SPANLAB_SSD=0 turns it off.
+
 Prompts longer than `prefill_chunk` tokens are prefilled in chunks where that is exact for the
 class (Mamba2, Bamba, Zamba2, FalconH1, RWKV; see `spanlab.models.prefill`), so the memory of a
 recurrent model's prefill does not grow with the prompt.
@@ -151,6 +155,7 @@ class HFBackend(Backend):
                 f"tokenizer {self.tokenizer_name!r} has {len(self.tokenizer)} tokens but the model's vocabulary has {vocab}; "
                 "they do not belong together: pass the model's own tokenizer with --tokenizer")
         mtype = getattr(self.config, "model_type", "")
+        self.ssd_scan = self._install_ssd(mtype)
         # Remote code is unverified: batch 1 is the only setting known to be exact for it.
         self.padding = "none" if (mtype in _BATCH_ONE_TYPES or trust_remote_code) else "left"
         eos = self.tokenizer.eos_token_id
@@ -166,6 +171,21 @@ class HFBackend(Backend):
         self.compile = compile
         self.prefill = plan_prefill(self.model, prefill_chunk, trust_remote_code=trust_remote_code)
         note(self.prefill)
+
+    def _install_ssd(self, mtype: str) -> str | None:
+        """Mamba2-family layers: spanlab's linear-memory SSD scan in place of transformers' torch
+        fallback (same results; see spanlab.models.ssd), unless SPANLAB_SSD=0. Returns which scan
+        the model's prefill uses, for the manifest."""
+        from spanlab.models import ssd
+
+        if mtype not in ssd.MODEL_TYPES:
+            return None
+        module = type(self.model).__module__
+        if not ssd.enabled_by_env():
+            ssd.uninstall()
+            return "transformers"
+        # A module that keeps its global (a mamba-ssm kernel is installed) is not ours to replace.
+        return "spanlab" if module in ssd.install() else "transformers"
 
     # -- identity -----------------------------------------------------------------------------
     @property
@@ -190,6 +210,7 @@ class HFBackend(Backend):
             "attn_implementation": getattr(self.config, "_attn_implementation", None),
             "cache_implementation": self.cache_implementation,
             "prefill": self.prefill.describe(),
+            "ssd_scan": self.ssd_scan,
         }
 
     # -- generation ---------------------------------------------------------------------------

@@ -30,7 +30,12 @@ from torch.nn.attention.bias import causal_lower_right
 from spanlab.attention import lse_kernels
 from spanlab.attention._checks import check_qkv
 from spanlab.attention.grouped import grouped_causal
-from spanlab.attention.selection import check_selection, resolve_chunk_size, select_blocks, valid_counts
+from spanlab.attention.selection import (
+    check_selection,
+    resolve_chunk_size,
+    select_blocks,
+    valid_counts,
+)
 from spanlab.errors import SpanlabError
 
 
@@ -245,32 +250,60 @@ class _ChunkAndMemory(torch.autograd.Function):
         kk = T // S
         dout = dout.contiguous()
         dq, dk, dv = lse_kernels.backward(backend, dout, q, k, v, out, lse, st1, True)
-        dq2, dkm, dvm = lse_kernels.backward(backend, dout, q, km, vm, out, lse, st2, False)
-        # With the merged lse each memory row's gradient is exact; rows a chunk does not own are zeroed.
-        dq2v, dkmv, dvmv = dq2.view(B, H, nc, M, D), dkm.view(B, H, nc, T, D), dvm.view(B, H, nc, T, D)
-        for i, n in enumerate(counts):
-            if n < kk:
-                dq2v[:, :, i] = 0
-                dkmv[:, :, i] = 0
-                dvmv[:, :, i] = 0
-        for i, n, sti in partial:
-            qi, kmi, vmi = _partial(q, km, vm, B, H, nc, i, n * S)
-            oi = out.view(B, H, nc, M, D)[:, :, i].contiguous()
-            li = lse.view(B, H, nc, M)[:, :, i].contiguous()
-            doi = dout.view(B, H, nc, M, D)[:, :, i].contiguous()
-            dqi, dkmi, dvmi = lse_kernels.backward(backend, doi, qi, kmi, vmi, oi, li, sti, False)
-            dq2v[:, :, i] = dqi
-            dkmv[:, :, i, T - n * S :] = dkmi
-            dvmv[:, :, i, T - n * S :] = dvmi
-        # In place, so the memory pieces cost no extra (B, H, L, D) buffers in the backward.
-        dq.add_(dq2)
-        del dq2
-        idx = tok.expand(B, H, nc * T, D)
         dk = dk.contiguous()
         dv = dv.contiguous()
-        dk.view(B, H, nc * M, D).scatter_add_(2, idx, dkm.view(B, H, nc * T, D))
-        dv.view(B, H, nc * M, D).scatter_add_(2, idx, dvm.view(B, H, nc * T, D))
+        # The memory piece runs in slices of whole (batch, head)s and each slice's dQ share is added
+        # into dq in place: a full-size second dQ (plus the kernel's float32 dQ workspace, twice its
+        # size) never sits next to the causal piece's, which keeps the backward's peak at about full
+        # attention's. Same kernels, same total work; only the launches double.
+        for b0, b1, h0, h1 in _slices(B, H):
+            Bs, Hs = b1 - b0, h1 - h0
+
+            def part(x: torch.Tensor, b0=b0, b1=b1, h0=h0, h1=h1) -> torch.Tensor:
+                # (B, H·nc, R[, D]) -> this slice's (Bs, Hs·nc, R[, D]); contiguous by construction of _slices.
+                return x.view(B, H, nc, *x.shape[2:])[b0:b1, h0:h1].reshape(b1 - b0, (h1 - h0) * nc, *x.shape[2:])
+
+            qs, kms, vms, outs, lses, douts = part(q), part(km), part(vm), part(out), part(lse), part(dout)
+            dq2, dkm, dvm = lse_kernels.backward(backend, douts, qs, kms, vms, outs, lses, st2, False)
+            # With the merged lse each memory row's gradient is exact; rows a chunk does not own are zeroed.
+            dq2v, dkmv, dvmv = dq2.view(Bs, Hs, nc, M, D), dkm.view(Bs, Hs, nc, T, D), dvm.view(Bs, Hs, nc, T, D)
+            for i, n in enumerate(counts):
+                if n < kk:
+                    dq2v[:, :, i] = 0
+                    dkmv[:, :, i] = 0
+                    dvmv[:, :, i] = 0
+            for i, n, sti in partial:
+                qi, kmi, vmi = _partial(qs, kms, vms, Bs, Hs, nc, i, n * S)
+                oi = outs.view(Bs, Hs, nc, M, D)[:, :, i].contiguous()
+                li = lses.view(Bs, Hs, nc, M)[:, :, i].contiguous()
+                doi = douts.view(Bs, Hs, nc, M, D)[:, :, i].contiguous()
+                dqi, dkmi, dvmi = lse_kernels.backward(backend, doi, qi, kmi, vmi, oi, li, sti, False)
+                dq2v[:, :, i] = dqi
+                dkmv[:, :, i, T - n * S :] = dkmi
+                dvmv[:, :, i, T - n * S :] = dvmi
+            part(dq).add_(dq2)
+            del dq2
+            idx = tok[b0:b1, h0:h1].expand(Bs, Hs, nc * T, D)
+            dk.view(B, H, nc * M, D)[b0:b1, h0:h1].scatter_add_(2, idx, dkm.view(Bs, Hs, nc * T, D))
+            dv.view(B, H, nc * M, D)[b0:b1, h0:h1].scatter_add_(2, idx, dvm.view(Bs, Hs, nc * T, D))
+            del dkm, dvm
         return dq, dk, dv, None, None, None, None
+
+
+MEMORY_BACKWARD_SLICES = 2
+
+
+def _slices(B: int, H: int) -> list[tuple[int, int, int, int]]:
+    """(b0, b1, h0, h1) ranges for the memory piece's backward, each a contiguous slice of the
+    (B, H·nc, ·, D) head-major tensors: halves of the batch when B > 1, else halves of the heads."""
+    n = MEMORY_BACKWARD_SLICES
+    if B >= n:
+        cuts = [B * i // n for i in range(n + 1)]
+        return [(cuts[i], cuts[i + 1], 0, H) for i in range(n)]
+    if B == 1 and H >= n:
+        cuts = [H * i // n for i in range(n + 1)]
+        return [(0, 1, cuts[i], cuts[i + 1]) for i in range(n)]
+    return [(0, B, 0, H)]
 
 
 def _partial(q, km, vm, B, H, nc, i, rows):

@@ -5,11 +5,17 @@ relevance compares one summed query per chunk with one summary per block, so no 
 ever built. Selection is discrete, so it runs under `no_grad`; softmax, summaries and relevance are kept in
 float32 (float64 for float64 inputs) whatever the input dtype, while the block-local products use
 the input dtype's tensor cores.
+
+Two implementations of the block statistics (summaries + query sums): on CUDA, one fused Triton
+kernel (`selection_triton`, one read of q, k, v; timings in docs/benchmarks.md); elsewhere, or without Triton, or for float64, batched torch products (`block_summaries`).
+`SPANLAB_SE_SELECTION=torch|triton` forces one. Relevance and the top-k always run in torch on the
+small (B, H, n_chunks, n_blocks) tensor.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import torch
@@ -92,7 +98,6 @@ def block_summaries(
     nb = L // S
     if nb == 0:
         return q.new_zeros((B, H, 0, D), dtype=torch.promote_types(q.dtype, torch.float32))
-    G = H // Hk
     acc = torch.promote_types(q.dtype, torch.float32)
     qb = _gqa_blocks(q, Hk, nb, S)  # (B, Hk, G, nb, S, D)
     kb = k[:, :, : nb * S].reshape(B, Hk, 1, nb, S, D)
@@ -108,15 +113,72 @@ def block_summaries(
     return c.reshape(B, H, nb, D)
 
 
-@torch.no_grad()
-def chunk_relevance(q: torch.Tensor, summaries: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """R[b, h, i, j] = Σ_{t in chunk i} q_t · c_j / √D, float32, shape (B, H, n_chunks, n_blocks)."""
+def chunk_query_sums(
+    q: torch.Tensor, chunk_size: int, dtype: torch.dtype, block_sums: torch.Tensor | None = None, block_size: int = 0
+) -> torch.Tensor:
+    """Σ_{t in chunk i} q_t as (B, H, n_chunks, D) in `dtype`.
+
+    With `block_sums` (B, H, ceil(L/S), D) (the Triton kernel's per-block query sums) and chunks made
+    of whole blocks (M % S == 0) this only adds M/S block sums per chunk instead of re-reading q.
+    """
     B, H, L, D = q.shape
-    nc = -(-L // chunk_size)
-    pad = nc * chunk_size - L
+    M = chunk_size
+    nc = -(-L // M)
+    if block_sums is not None and block_size and M % block_size == 0:
+        per = M // block_size
+        pad = nc * per - block_sums.shape[2]  # the last chunk may hold fewer (or partial) blocks
+        bs = F.pad(block_sums, (0, 0, 0, pad)) if pad else block_sums
+        return bs.reshape(B, H, nc, per, D).sum(dim=3, dtype=dtype)
+    pad = nc * M - L
     qp = F.pad(q, (0, 0, 0, pad)) if pad else q  # zero rows add nothing to the sums
-    qsum = qp.reshape(B, H, nc, chunk_size, D).sum(dim=3, dtype=summaries.dtype)
-    return torch.matmul(qsum, summaries.transpose(-1, -2)) / math.sqrt(D)
+    return qp.reshape(B, H, nc, M, D).sum(dim=3, dtype=dtype)
+
+
+@torch.no_grad()
+def chunk_relevance(
+    q: torch.Tensor, summaries: torch.Tensor, chunk_size: int, qsum: torch.Tensor | None = None
+) -> torch.Tensor:
+    """R[b, h, i, j] = Σ_{t in chunk i} q_t · c_j / √D, float32, shape (B, H, n_chunks, n_blocks).
+
+    `qsum` (B, H, n_chunks, D) are the chunk query sums when already known (`chunk_query_sums`)."""
+    D = q.shape[-1]
+    if qsum is None:
+        qsum = chunk_query_sums(q, chunk_size, summaries.dtype)
+    return torch.matmul(qsum.to(summaries.dtype), summaries.transpose(-1, -2)) / math.sqrt(D)
+
+
+SELECTION_IMPLS = ("torch", "triton")
+
+
+def _stats_impl(q: torch.Tensor, impl: str | None) -> str:
+    """Which block-statistics implementation runs: `impl`, else SPANLAB_SE_SELECTION, else Triton
+    on CUDA for 16/32-bit floats when Triton is installed, else torch."""
+    from spanlab.attention import selection_triton
+
+    impl = impl or os.environ.get("SPANLAB_SE_SELECTION") or None
+    if impl is not None:
+        if impl not in SELECTION_IMPLS:
+            raise SpanlabError(f"SE-Attn selection implementation must be one of {', '.join(SELECTION_IMPLS)}; got {impl!r}")
+        if impl == "triton" and not selection_triton.available():
+            raise SpanlabError("SPANLAB_SE_SELECTION=triton needs the `triton` package")
+        return impl
+    fast = q.is_cuda and q.dtype in selection_triton.SUPPORTED_DTYPES and selection_triton.available()
+    return "triton" if fast else "torch"
+
+
+@torch.no_grad()
+def relevance_scores(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, chunk_size: int, block_size: int, kind: str = "relevance",
+    impl: str | None = None,
+) -> torch.Tensor:
+    """R (B, H, n_chunks, L // S) float32 (float64 for float64 inputs), by either implementation."""
+    if _stats_impl(q, impl) == "triton":
+        from spanlab.attention import selection_triton
+
+        c, block_sums = selection_triton.block_stats(q, k, v, block_size, kind)
+        qsum = chunk_query_sums(q, chunk_size, c.dtype, block_sums, block_size)
+        return chunk_relevance(q, c, chunk_size, qsum)
+    return chunk_relevance(q, block_summaries(q, k, v, block_size, kind), chunk_size)
 
 
 @torch.no_grad()
@@ -149,9 +211,12 @@ def select_blocks(
     top_k: int,
     selection: str,
     generator: torch.Generator | None,
+    impl: str | None = None,
 ) -> torch.Tensor:
-    """The retrieved blocks for every (batch, query head, chunk): (B, H, nc, min(top_k, nb)) long."""
-    B, H, L, D = q.shape
+    """The retrieved blocks for every (batch, query head, chunk): (B, H, nc, min(top_k, nb)) long.
+
+    `impl` ("torch" / "triton") picks the block-statistics implementation; default: see `_stats_impl`."""
+    B, H, L, _ = q.shape
     nb = L // block_size
     nc = -(-L // chunk_size)
     if selection == "none" or top_k == 0 or nb == 0:
@@ -160,5 +225,5 @@ def select_blocks(
         scores = random_scores((B, H, nc, nb), generator, q.device)
     else:
         kind = "landmark" if selection == "landmark" else "relevance"
-        scores = chunk_relevance(q, block_summaries(q, k, v, block_size, kind), chunk_size)
+        scores = relevance_scores(q, k, v, chunk_size=chunk_size, block_size=block_size, kind=kind, impl=impl)
     return top_blocks(scores, chunk_size, block_size, top_k)

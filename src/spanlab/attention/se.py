@@ -177,12 +177,19 @@ def se_attend(
         return (F.pad(x, (0, 0, 0, pad)) if pad else x).reshape(B, H * nc, M, D)
 
     # Slots reversed (worst first) so a chunk's valid slots are always its LAST n·S memory rows.
-    tok = (blocks.flip(-1).unsqueeze(-1) * S + torch.arange(S, device=q.device)).reshape(B, H, nc * T, 1)
+    # Leading chunks with no eligible block (chunk 0 at least) get no memory piece at all.
+    i0 = sum(n == 0 for n in counts)
+    tok = (blocks[:, :, i0:].flip(-1).unsqueeze(-1) * S + torch.arange(S, device=q.device)).reshape(B, H, (nc - i0) * T, 1)
     out = _ChunkAndMemory.apply(head_major(q), head_major(k), head_major(v), tok, (B, H, nc, tuple(counts)), S, backends)
     return out.view(B, H, nc * M, D)[:, :, :L]
 
 
-def _merge_eager(o1, l1, o2, l2):
+def _merge_eager(o1, l1, o2, l2, i0: int):
+    # o1 (N, nc, M, D), l1 (N, nc, M): causal piece of every chunk; o2, l2: memory piece of chunks
+    # i0.. only. The pads (memory of the first i0 chunks: weight exp(-inf) = 0) fuse into the
+    # pointwise kernel when compiled, so the skipped chunks cost no extra pass.
+    o2 = F.pad(o2, (0, 0, 0, 0, i0, 0))
+    l2 = F.pad(l2, (0, 0, i0, 0), value=float("-inf"))
     lse = torch.logaddexp(l1, l2)
     o = o1.to(lse.dtype) * torch.exp(l1 - lse).unsqueeze(-1) + o2.to(lse.dtype) * torch.exp(l2 - lse).unsqueeze(-1)
     return o.to(o1.dtype), lse
@@ -194,50 +201,62 @@ def _merge_compiled():
     return torch.compile(_merge_eager, dynamic=True)
 
 
-def _merge(o1, l1, o2, l2):
+def _merge(o1, l1, o2, l2, i0):
     if o1.is_cuda:
-        return _merge_compiled()(o1, l1, o2, l2)
-    return _merge_eager(o1, l1, o2, l2)
+        return _merge_compiled()(o1, l1, o2, l2, i0)
+    return _merge_eager(o1, l1, o2, l2, i0)
+
+
+def _strided_or_copied(fn, *xs):
+    """Run a kernel on strided views (the memory piece skips leading chunks by slicing the
+    (B·H, nc, M, D) view, no copy); should a kernel reject those strides, retry on contiguous copies."""
+    try:
+        return fn(*xs)
+    except RuntimeError:
+        if all(x.is_contiguous() for x in xs):
+            raise
+        return fn(*(x.contiguous() for x in xs))
 
 
 class _ChunkAndMemory(torch.autograd.Function):
-    """Rows are (batch, head·chunk, position); a chunk's memory is (batch, head·chunk, slot·S)."""
+    """q, k, v, out: (B, H·nc, M, D), rows (batch, head·chunk, position). The memory piece works on
+    the (B·H, nc, M, D) view restricted to chunks i0.. (those that own at least one block); a
+    chunk's memory rows are (B·H, chunk - i0, slot·S, D)."""
 
     @staticmethod
     def forward(ctx, q, k, v, tok, layout, S, backends):
         B, H, nc, counts = layout
         M, D = q.shape[2], q.shape[3]
-        T = tok.shape[2] // nc
+        i0 = sum(n == 0 for n in counts)
+        ncm, N = nc - i0, B * H
+        T = tok.shape[2] // ncm
         kk = T // S
         # The gather lives inside the Function so the backward can scatter straight into dK, dV.
-        idx = tok.expand(B, H, nc * T, D)
-        km = torch.gather(k.view(B, H, nc * M, D), 2, idx).view(B, H * nc, T, D)
-        vm = torch.gather(v.view(B, H, nc * M, D), 2, idx).view(B, H * nc, T, D)
+        idx = tok.expand(B, H, ncm * T, D)
+        km = torch.gather(k.view(B, H, nc * M, D), 2, idx).view(N, ncm, T, D)
+        vm = torch.gather(v.view(B, H, nc * M, D), 2, idx).view(N, ncm, T, D)
+        qm = q.view(N, nc, M, D)[:, i0:]
         last_err: Exception | None = None
         for backend in backends:  # cuDNN rejects some shapes; fall back to the next kernel
             try:
                 o1, l1, st1 = lse_kernels.forward(backend, q, k, v, True)
-                # Every chunk against its full k·S memory rows in one call, then fix the few leading
-                # chunks that own fewer than k blocks: none -> no memory; some -> recompute on the valid rows.
-                o2, l2, st2 = lse_kernels.forward(backend, q, km, vm, False)
-                o2v, l2v = o2.view(B, H, nc, M, D), l2.view(B, H, nc, M)
+                # Every chunk against its full k·S memory rows in one call, then recompute the few
+                # chunks that own fewer than k blocks (only when M < k·S) on their valid rows.
+                o2, l2, st2 = _strided_or_copied(lambda *x, be=backend: lse_kernels.forward(be, *x, False), qm, km, vm)
                 partial = []
                 for i, n in enumerate(counts):
-                    if n == kk:
-                        continue
-                    if n == 0:
-                        l2v[:, :, i] = float("-inf")
-                        continue
-                    qi, kmi, vmi = _partial(q, km, vm, B, H, nc, i, n * S)
-                    oi, li, sti = lse_kernels.forward(backend, qi, kmi, vmi, False)
-                    o2v[:, :, i], l2v[:, :, i] = oi, li
-                    partial.append((i, n, sti))
+                    if 0 < n < kk:
+                        qi, kmi, vmi = _partial(q.view(N, nc, M, D), km, vm, i, i - i0, n * S)
+                        oi, li, sti = lse_kernels.forward(backend, qi, kmi, vmi, False)
+                        o2[:, i - i0 : i - i0 + 1], l2[:, i - i0 : i - i0 + 1] = oi, li
+                        partial.append((i, n, sti))
                 break
             except RuntimeError as e:  # pragma: no cover - depends on the GPU's kernels
                 last_err = e
         else:
             raise last_err  # type: ignore[misc]
-        out, lse = _merge(o1, l1, o2, l2)
+        out, lse = _merge(o1.view(N, nc, M, D), l1.view(N, nc, M), o2, l2, i0)
+        out, lse = out.view(B, H * nc, M, D), lse.view(B, H * nc, M)
         ctx.save_for_backward(q, k, v, km, vm, tok, out, lse)
         ctx.meta = (layout, S, backend, st1, st2, partial)
         return out
@@ -246,8 +265,9 @@ class _ChunkAndMemory(torch.autograd.Function):
     def backward(ctx, dout):
         q, k, v, km, vm, tok, out, lse = ctx.saved_tensors
         (B, H, nc, counts), S, backend, st1, st2, partial = ctx.meta
-        M, T, D = q.shape[2], km.shape[2], q.shape[3]
-        kk = T // S
+        M, D = q.shape[2], q.shape[3]
+        i0 = sum(n == 0 for n in counts)
+        ncm, T = nc - i0, km.shape[2]
         dout = dout.contiguous()
         dq, dk, dv = lse_kernels.backward(backend, dout, q, k, v, out, lse, st1, True)
         dk = dk.contiguous()
@@ -260,32 +280,36 @@ class _ChunkAndMemory(torch.autograd.Function):
             Bs, Hs = b1 - b0, h1 - h0
 
             def part(x: torch.Tensor, b0=b0, b1=b1, h0=h0, h1=h1) -> torch.Tensor:
-                # (B, H·nc, R[, D]) -> this slice's (Bs, Hs·nc, R[, D]); contiguous by construction of _slices.
-                return x.view(B, H, nc, *x.shape[2:])[b0:b1, h0:h1].reshape(b1 - b0, (h1 - h0) * nc, *x.shape[2:])
+                # (N, n, R[, D]) view -> this slice's (Bs·Hs, n, R[, D]); contiguous by construction of _slices.
+                return x.view(B, H, *x.shape[1:])[b0:b1, h0:h1].reshape(-1, *x.shape[1:])
 
-            qs, kms, vms, outs, lses, douts = part(q), part(km), part(vm), part(out), part(lse), part(dout)
-            dq2, dkm, dvm = lse_kernels.backward(backend, douts, qs, kms, vms, outs, lses, st2, False)
-            # With the merged lse each memory row's gradient is exact; rows a chunk does not own are zeroed.
-            dq2v, dkmv, dvmv = dq2.view(Bs, Hs, nc, M, D), dkm.view(Bs, Hs, nc, T, D), dvm.view(Bs, Hs, nc, T, D)
-            for i, n in enumerate(counts):
-                if n < kk:
-                    dq2v[:, :, i] = 0
-                    dkmv[:, :, i] = 0
-                    dvmv[:, :, i] = 0
+            def chunks(x: torch.Tensor, b0=b0, b1=b1, h0=h0, h1=h1) -> torch.Tensor:
+                # (B, H·nc, M[, D]) -> the slice's (Bs·Hs, nc, M[, D]) view
+                return part(x.view(B * H, nc, *x.shape[2:]), b0, b1, h0, h1)
+
+            qs, outs, lses, douts, dqs = chunks(q), chunks(out), chunks(lse), chunks(dout), chunks(dq)
+            kms, vms = part(km), part(vm)
+            dq2, dkm, dvm = _strided_or_copied(
+                lambda do_, q_, km_, vm_, o_, l_: lse_kernels.backward(backend, do_, q_, km_, vm_, o_, l_, st2, False),
+                douts[:, i0:], qs[:, i0:], kms, vms, outs[:, i0:], lses[:, i0:],
+            )
+            # With the merged lse each memory row's gradient is exact; chunks owning fewer than k
+            # blocks are recomputed on their valid rows.
             for i, n, sti in partial:
-                qi, kmi, vmi = _partial(qs, kms, vms, Bs, Hs, nc, i, n * S)
-                oi = outs.view(Bs, Hs, nc, M, D)[:, :, i].contiguous()
-                li = lses.view(Bs, Hs, nc, M)[:, :, i].contiguous()
-                doi = douts.view(Bs, Hs, nc, M, D)[:, :, i].contiguous()
+                mi = i - i0
+                qi, kmi, vmi = _partial(qs, kms, vms, i, mi, n * S)
+                oi, li, doi = (x[:, i : i + 1].contiguous() for x in (outs, lses, douts))
                 dqi, dkmi, dvmi = lse_kernels.backward(backend, doi, qi, kmi, vmi, oi, li, sti, False)
-                dq2v[:, :, i] = dqi
-                dkmv[:, :, i, T - n * S :] = dkmi
-                dvmv[:, :, i, T - n * S :] = dvmi
-            part(dq).add_(dq2)
+                dq2[:, mi : mi + 1] = dqi
+                dkm[:, mi : mi + 1] = 0
+                dvm[:, mi : mi + 1] = 0
+                dkm[:, mi : mi + 1, T - n * S :] = dkmi
+                dvm[:, mi : mi + 1, T - n * S :] = dvmi
+            dqs[:, i0:].add_(dq2)
             del dq2
-            idx = tok[b0:b1, h0:h1].expand(Bs, Hs, nc * T, D)
-            dk.view(B, H, nc * M, D)[b0:b1, h0:h1].scatter_add_(2, idx, dkm.view(Bs, Hs, nc * T, D))
-            dv.view(B, H, nc * M, D)[b0:b1, h0:h1].scatter_add_(2, idx, dvm.view(Bs, Hs, nc * T, D))
+            idx = tok[b0:b1, h0:h1].expand(Bs, Hs, ncm * T, D)
+            dk.view(B, H, nc * M, D)[b0:b1, h0:h1].scatter_add_(2, idx, dkm.view(Bs, Hs, ncm * T, D))
+            dv.view(B, H, nc * M, D)[b0:b1, h0:h1].scatter_add_(2, idx, dvm.view(Bs, Hs, ncm * T, D))
             del dkm, dvm
         return dq, dk, dv, None, None, None, None
 
@@ -306,10 +330,8 @@ def _slices(B: int, H: int) -> list[tuple[int, int, int, int]]:
     return [(0, B, 0, H)]
 
 
-def _partial(q, km, vm, B, H, nc, i, rows):
-    """Chunk i's queries and its last `rows` memory rows, as contiguous (B, H, ·, D) tensors."""
-    M, T, D = q.shape[2], km.shape[2], q.shape[3]
-    qi = q.view(B, H, nc, M, D)[:, :, i].contiguous()
-    kmi = km.view(B, H, nc, T, D)[:, :, i, T - rows :].contiguous()
-    vmi = vm.view(B, H, nc, T, D)[:, :, i, T - rows :].contiguous()
-    return qi, kmi, vmi
+def _partial(q4, km, vm, i, mi, rows):
+    """Chunk i's queries (from the (N, nc, M, D) view) and the last `rows` memory rows of its
+    memory slot mi = i - i0, as contiguous (N, 1, ·, D) tensors."""
+    T = km.shape[2]
+    return q4[:, i : i + 1].contiguous(), km[:, mi : mi + 1, T - rows :].contiguous(), vm[:, mi : mi + 1, T - rows :].contiguous()

@@ -4,8 +4,16 @@ RULER's path (scripts/pred/model_wrappers.py, HuggingFaceModel without pipeline)
 padded batch, `model.generate(max_new_tokens=...)`, batch size 1. Ours: `spanlab.eval.run_eval`
 end to end (token counting, length batching, generation, scoring, journaling).
 
-Also measures one prefill forward (batch 1) per length: tokens/s, TFLOP/s and MFU against the
-dense bf16 peak (H100 SXM: 989 TFLOP/s datasheet). Random weights (throughput only).
+Also measures, per length: one prefill forward at batch 1 and at the batch the engine uses (the
+same left-padded prompts), in tokens/s, TFLOP/s and MFU against the dense bf16 peak (H100 SXM: 989
+TFLOP/s datasheet), counting real (unpadded) tokens only; and the decode step (median ms per
+generated token of the whole batch, through `model.generate` with the engine's cache, a
+profile of its kernels with --profile). Random weights (throughput only).
+
+Variants: "auto" is the CUDA default (Llama: static cache + spanlab_sdpa with the split-KV Triton
+decode kernel; Mamba2: spanlab's SSD scan, chunked prefill of 2048 tokens). Others: "fold-sdpa"
+(the decode attention before the kernel: folded masked SDPA), "dynamic", "static", "fold",
+"fold-static" (Llama), "one-shot" (Mamba2: --prefill-chunk 0).
 
     python benchmarks/eval_speed.py --arch llama mamba2 --lengths 4096 16384 --out bench.json
 """
@@ -14,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import tempfile
 import time
 
@@ -65,6 +75,78 @@ def prefill(model, ids) -> float:
     return sorted(ts)[1]
 
 
+def padded_batch(tok, prompts, device):
+    enc = tok(list(prompts), return_tensors="pt", padding=True, padding_side="left")
+    return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+
+
+def prefill_batch(model, ids, mask) -> float:
+    """Median seconds of one forward over a left-padded batch (what generate's prefill runs)."""
+    torch.cuda.synchronize()
+    with torch.inference_mode():
+        model(ids, attention_mask=mask, use_cache=False, logits_to_keep=1)  # warm-up
+        ts = []
+        for _ in range(3):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            model(ids, attention_mask=mask, use_cache=False, logits_to_keep=1)
+            e.record()
+            torch.cuda.synchronize()
+            ts.append(s.elapsed_time(e) / 1e3)
+    return sorted(ts)[1]
+
+
+def prefill_timed(fn) -> float:
+    """Median seconds of `fn` (3 runs after a warm-up), CUDA events."""
+    fn()
+    ts = []
+    for _ in range(3):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        torch.cuda.synchronize()
+        ts.append(s.elapsed_time(e) / 1e3)
+    return sorted(ts)[1]
+
+
+class StepTimer:
+    """A logits processor that notes the host time of every decode step (generate synchronises on
+    its stopping check once per step, so host intervals are step times)."""
+
+    def __init__(self) -> None:
+        self.t: list[float] = []
+
+    def __call__(self, input_ids, scores):
+        self.t.append(time.perf_counter())
+        return scores
+
+
+def decode_step_ms(backend, ids, mask, new_tokens: int, profile_to: str | None = None) -> float:
+    """Median ms per decode step of `model.generate` with the backend's cache settings."""
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    from spanlab.models.prefill import chunked_generate
+
+    gc = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                          eos_token_id=None, pad_token_id=backend.tokenizer.pad_token_id,
+                          cache_implementation=backend.cache_implementation, disable_compile=True)
+    timer = StepTimer()
+    with torch.inference_mode():
+        # As the backend generates: chunked prefill where its plan says so.
+        chunked_generate(backend.model, backend.prefill, ids, mask, gc, logits_processor=LogitsProcessorList([timer]))
+        if profile_to:
+            from torch.profiler import ProfilerActivity, profile
+
+            gc.max_new_tokens = gc.min_new_tokens = 9
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                chunked_generate(backend.model, backend.prefill, ids, mask, gc)
+            with open(profile_to, "w") as f:
+                f.write(prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=70))
+    steps = [b - a for a, b in zip(timer.t[1:], timer.t[2:])]  # the first interval holds no prefill; skip it too
+    return statistics.median(steps) * 1e3
+
+
 def ruler_path(model, tok, prompts, max_new: int) -> float:
     """Seconds per sample, RULER's HF path at batch size 1."""
     ts = []
@@ -88,13 +170,16 @@ def main() -> None:
     ap.add_argument("--ruler-samples", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--max-batch-tokens", type=int, default=524288)
-    # HF's torch Mamba2 path (no mamba-ssm kernels) materialises (batch, heads, chunks, 256, 256)
-    # per layer, so it gets a smaller token budget per batch.
-    ap.add_argument("--mamba-max-batch-tokens", type=int, default=131072)
+    # transformers' own torch Mamba2 scan needed ~32 GiB per 4K prompt, so Mamba2 once had a
+    # smaller budget; spanlab's SSD scan (linear memory, chunked prefill) takes the same as Llama.
+    ap.add_argument("--mamba-max-batch-tokens", type=int, default=None, help="default: --max-batch-tokens")
     ap.add_argument("--task", default="niah_single_2")
     ap.add_argument("--variants", nargs="+", default=["auto"],
-                    help="ours: auto (the CUDA defaults) | dynamic | static | fold | fold-static "
-                         "(fold = spanlab_sdpa GQA decode attention)")
+                    help="ours: auto (the CUDA defaults) | fold-sdpa | dynamic | static | fold | fold-static (Llama); "
+                         "auto | one-shot (Mamba2)")
+    ap.add_argument("--decode-steps", type=int, default=32, help="decode-step timing: tokens per probe")
+    ap.add_argument("--profile-dir", default=None, help="write a kernel profile of 8 decode steps per model/length here")
+    ap.add_argument("--skip-ruler", action="store_true", help="no RULER-path timing (probes only)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -113,37 +198,55 @@ def main() -> None:
         samples[length] = TK.generate(args.task, length=length, num_samples=max(n, args.ruler_samples + 1),
                                       tokenizer=tok, seed=0)
         print(f"generated {len(samples[length])} samples at {length} in {time.perf_counter() - t:.1f}s", flush=True)
+    from spanlab.models import ssd
+
+    base_rows = []
     for arch in args.arch:
         model = build(arch, len(tok), dev)
         nparams = sum(p.numel() for p in model.parameters())
-        mbt = args.mamba_max_batch_tokens if arch == "mamba2" else args.max_batch_tokens
-        base: dict[int, dict] = {}
-        for length in args.lengths:  # RULER's path and one prefill: the same for every variant
-            ss = samples[length]
-            ids = torch.tensor([tok(ss[0].prompt)["input_ids"]], device=dev)
-            try:
-                pf = prefill(model, ids)
-            except torch.cuda.OutOfMemoryError as e:
-                # HF's torch Mamba2 scan (no mamba-ssm kernels) needs O(L x chunk) memory per layer.
-                print(json.dumps({"arch": arch, "length": length, "error": str(e).splitlines()[0]}), flush=True)
-                continue
-            flops = flops_per_token(model, ids.shape[1]) * ids.shape[1]
-            r = ruler_path(model, tok, [s.prompt for s in ss[: args.ruler_samples + 1]], ss[0].tokens_to_generate)
-            base[length] = {"prompt_tokens": ids.shape[1], "max_new_tokens": ss[0].tokens_to_generate,
-                            "ruler_s_per_sample": round(r, 4), "prefill_s": round(pf, 4),
-                            "prefill_tok_per_s": round(ids.shape[1] / pf), "prefill_tflops": round(flops / pf / 1e12, 1),
-                            "prefill_mfu": round(flops / pf / peak, 3)}
-            print(json.dumps({"arch": arch, "length": length, **base[length]}), flush=True)
-        for variant in (args.variants if arch == "llama" else ["dynamic"]):
-            backend = HFBackend(arch, model_obj=model, tokenizer_obj=tok, device=dev, dtype="bfloat16",
-                                cache_implementation="auto" if variant == "auto" else "static" if variant.endswith("static") else None,
-                                attn_implementation=None if (variant == "auto" or arch != "llama")
-                                else "spanlab_sdpa" if variant.startswith("fold") else "sdpa")
-            for length, n in zip(args.lengths, args.samples):
-                if length not in base:
-                    continue
+        mbt = (args.mamba_max_batch_tokens or args.max_batch_tokens) if arch == "mamba2" else args.max_batch_tokens
+        # RULER's path and one batch-1 prefill, the same for every variant. Mamba2 twice: with the
+        # scan transformers ships (what RULER's path runs without mamba-ssm) and with spanlab's.
+        ruler: dict[int, tuple[float, str]] = {}
+        for scan in (["transformers", "spanlab"] if arch == "mamba2" else [None]):
+            if scan:
+                ssd.uninstall()
+                if scan == "spanlab":
+                    ssd.install()
+            for length in args.lengths:
                 ss = samples[length]
-                cfg = dict(model=arch, batch_size=args.batch_size, max_batch_tokens=mbt, progress=False)
+                ids = torch.tensor([tok(ss[0].prompt)["input_ids"]], device=dev)
+                row = {"device": name, "arch": arch, "scan": scan, "length": length, "prompt_tokens": ids.shape[1],
+                       "max_new_tokens": ss[0].tokens_to_generate}
+                try:
+                    pf = prefill(model, ids)
+                    flops = flops_per_token(model, ids.shape[1]) * ids.shape[1]
+                    row.update(prefill_s=round(pf, 4), prefill_tok_per_s=round(ids.shape[1] / pf),
+                               prefill_tflops=round(flops / pf / 1e12, 1), prefill_mfu=round(flops / pf / peak, 3))
+                    if not args.skip_ruler:
+                        r = ruler_path(model, tok, [s.prompt for s in ss[: args.ruler_samples + 1]], ss[0].tokens_to_generate)
+                        row["ruler_s_per_sample"] = round(r, 4)
+                        ruler.setdefault(length, (r, scan or "-"))  # the first that fits: transformers' own scan
+                except torch.cuda.OutOfMemoryError as e:
+                    row["error"] = str(e).splitlines()[0][:200]
+                torch.cuda.empty_cache()
+                base_rows.append(row)
+                print(json.dumps(row), flush=True)
+        variants = args.variants if arch == "llama" else [v for v in args.variants if v in ("auto", "one-shot")] or ["auto"]
+        for variant in variants:
+            os.environ.pop("SPANLAB_DECODE_ATTN", None)
+            if variant == "fold-sdpa":
+                os.environ["SPANLAB_DECODE_ATTN"] = "sdpa"  # the folded masked SDPA of the previous default
+            plain = variant in ("auto", "fold-sdpa", "one-shot")
+            backend = HFBackend(arch, model_obj=model, tokenizer_obj=tok, device=dev, dtype="bfloat16",
+                                cache_implementation="auto" if plain else "static" if variant.endswith("static") else None,
+                                attn_implementation=None if (plain or arch != "llama")
+                                else "spanlab_sdpa" if variant.startswith("fold") else "sdpa",
+                                prefill_chunk=0 if variant == "one-shot" else 2048)
+            for length, n in zip(args.lengths, args.samples):
+                ss = samples[length]
+                cfg = {"model": arch, "batch_size": args.batch_size, "max_batch_tokens": mbt, "progress": False}
+                torch.cuda.reset_peak_memory_stats()
                 try:
                     with tempfile.TemporaryDirectory() as d:
                         run_eval(EvalConfig(out=d, **cfg), backend, samples=ss[:2])  # warm-up
@@ -153,27 +256,60 @@ def main() -> None:
                         recs = run_eval(EvalConfig(out=d, **cfg), backend, samples=ss[:n])
                         torch.cuda.synchronize()
                         ours = time.perf_counter() - t
-                except Exception as e:  # one failing variant must not lose the others' numbers
+                    peak_mem = torch.cuda.max_memory_allocated() / 2**30
+                    # Probes at the batch the engine used: prefill over the padded batch, decode steps.
+                    batch = max(x["batch_size"] for x in recs)
+                    ids, mask = padded_batch(tok, [x.prompt for x in ss[:batch]], dev)
+                    real = int(mask.sum())
+                    plan = backend.prefill
+                    if plan.mode == "state":
+                        from spanlab.models.prefill import prefill_state
+
+                        def one(ids=ids, mask=mask, plan=plan, m=model):
+                            with torch.inference_mode():
+                                prefill_state(m, plan, ids, mask)
+                        pb = prefill_timed(one)
+                    else:
+                        pb = prefill_batch(model, ids, mask)
+                    flops = flops_per_token(model, ids.shape[1]) * real
+                    prof = (os.path.join(args.profile_dir, f"{arch}-{variant}-{length}.txt")
+                            if args.profile_dir and variant == "auto" else None)
+                    step_ms = decode_step_ms(backend, ids, mask, args.decode_steps, prof)
+                except Exception as e:  # noqa: BLE001 - one failing variant must not lose the others' numbers
                     print(json.dumps({"arch": arch, "variant": variant, "length": length, "error": repr(e)[:300]}), flush=True)
+                    torch.cuda.empty_cache()
                     continue
+                r_s, r_scan = ruler.get(length, (float("nan"), "-"))
                 row = {"device": name, "arch": arch, "variant": variant, "params": nparams, "length": length,
-                       **base[length], "ours_s_per_sample": round(ours / n, 4), "ours_samples_per_s": round(n / ours, 3),
-                       "speedup": round(base[length]["ruler_s_per_sample"] / (ours / n), 2), "ours_n": n,
+                       "prompt_tokens": ids.shape[1], "ruler_s_per_sample": round(r_s, 4), "ruler_scan": r_scan,
+                       "ours_s_per_sample": round(ours / n, 4), "ours_samples_per_s": round(n / ours, 3),
+                       "speedup": round(r_s / (ours / n), 2), "ours_n": n, "batch": batch,
                        "mean_new_tokens": round(sum(x["new_tokens"] for x in recs) / len(recs), 1),
-                       "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1)}
+                       "batch_prefill_s": round(pb, 4), "batch_prefill_tok_per_s": round(real / pb),
+                       "batch_prefill_tflops": round(flops / pb / 1e12, 1), "batch_prefill_mfu": round(flops / pb / peak, 3),
+                       "pad_fraction": round(1 - real / ids.numel(), 4), "decode_step_ms": round(step_ms, 2),
+                       "peak_mem_gib": round(peak_mem, 1)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 torch.cuda.empty_cache()
             del backend
+        os.environ.pop("SPANLAB_DECODE_ATTN", None)
         del model
         torch.cuda.empty_cache()
-    print("\narch    variant         length  RULER s/sample  ours s/sample  speedup  samples/s  prefill tok/s  TFLOP/s  MFU")
+    print("\narch    scan          length  prefill b=1 s  tok/s     TFLOP/s  RULER s/sample")
+    for r in base_rows:
+        print(f"{r['arch']:7s} {r['scan']!s:13s} {r['length']:6d}  {r.get('prefill_s', float('nan')):13.4f}  "
+              f"{r.get('prefill_tok_per_s', 0):8d}  {r.get('prefill_tflops', float('nan')):7.1f}  "
+              f"{r.get('ruler_s_per_sample', float('nan')):14.3f} {r.get('error', '')[:60]}")
+    print("\narch    variant     length  RULER s/sample  ours s/sample  speedup  samples/s  batch  "
+          "batch prefill tok/s  TFLOP/s  MFU   decode ms/step  peak GiB")
     for r in rows:
-        print(f"{r['arch']:7s} {r['variant']:15s} {r['length']:6d}  {r['ruler_s_per_sample']:14.3f}  {r['ours_s_per_sample']:13.3f}  "
-              f"{r['speedup']:7.1f}  {r['ours_samples_per_s']:9.2f}  {r['prefill_tok_per_s']:13d}  {r['prefill_tflops']:7.1f}  {r['prefill_mfu']:.2f}")
+        print(f"{r['arch']:7s} {r['variant']:11s} {r['length']:6d}  {r['ruler_s_per_sample']:14.3f}  {r['ours_s_per_sample']:13.3f}  "
+              f"{r['speedup']:7.1f}  {r['ours_samples_per_s']:9.2f}  {r['batch']:5d}  {r['batch_prefill_tok_per_s']:19d}  "
+              f"{r['batch_prefill_tflops']:7.1f}  {r['batch_prefill_mfu']:.2f}  {r['decode_step_ms']:14.2f}  {r['peak_mem_gib']:8.1f}")
     if args.out:
         with open(args.out, "w") as f:
-            json.dump(rows, f, indent=2)
+            json.dump({"baseline": base_rows, "ours": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

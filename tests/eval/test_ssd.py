@@ -260,3 +260,23 @@ def test_hf_backend_installs_the_scan_for_mamba2_family_and_the_env_var_turns_it
     off = HFBackend(tiny_models["mamba2"], device="cpu")
     assert off.describe()["ssd_scan"] == "transformers" and not ssd.installed()
     assert off.generate(["Hello there, general"], 8) == text_on
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_scan_equals_transformers_within_the_memory_bound():
+    ref_fn = reference_scan()
+    for dtype in (torch.float32, torch.bfloat16):
+        t = {k: (v.cuda() if v is not None else None) for k, v in draw(2, 1000, 8, 64, 2, 64, seed=9, dtype=dtype).items()}
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        out, final = call(ssd.ssd_chunk_scan, t, 256)
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+        ref_out, ref_final = call(ref_fn, t, 256)
+        assert rel(out, ref_out) < 1e-5 and rel(final, ref_final) < 1e-5
+        # A few buffers of the (batch, chunks, heads, l, l) float32 decay matrix and of the input's
+        # size, never the (batch, chunks, l, l, heads, state) contraction of 5.17 (1 GiB here).
+        decay, inputs = 2 * 4 * 8 * 256 * 256 * 4, 2 * 1024 * 8 * 64 * 4
+        assert peak <= 3 * decay + 16 * inputs, f"peak {peak / 2**20:.0f} MiB vs decay matrix {decay / 2**20:.0f} MiB"

@@ -1,40 +1,288 @@
-"""SDPA for decoding with grouped-query attention and a padding mask, without copying K/V.
+"""Decode attention for GQA/MHA models with a padding mask over a static KV cache.
 
-transformers' SDPA path calls `repeat_kv` whenever an attention mask is present (left-padded
-batches always have one), materialising every KV head `n_rep` times: at batch 64 x 4K context
-that is tens of GB of memory traffic per decode step. For one query position the `n_rep` query
-heads that share a KV head can instead be folded into the query-length axis, (b, kv, n_rep, d)
-against (b, kv, L, d), which any SDPA kernel takes with the (b, 1, 1, L) padding mask as is.
-Prefill (more than one query position) keeps transformers' own path.
+transformers' SDPA path has two costs at decode time with left-padded batches:
 
-Registered as attention implementation "spanlab_sdpa" (mask format: SDPA's).
+1. It calls `repeat_kv` whenever an attention mask is present, copying every KV head `n_rep`
+   times at every step. For one query position the `n_rep` query heads that share a KV head can
+   instead be folded into the query-length axis, (b, kv, n_rep, d) against (b, kv, T, d).
+2. A masked SDPA call with 1-16 query rows gets no split-KV (flash-decoding) parallelism: one
+   thread block per (batch, KV head) streams the whole cache, or, where the efficient kernels
+   refuse the mask, torch's math kernel runs (which upcasts K and V to float32 first). Either
+   way a step costs many times the one read of the cache it needs (docs/benchmarks.md).
+
+Decode (one new token) therefore goes through one of these paths, picked by `SPANLAB_DECODE_ATTN`
+(default "auto": "triton" on CUDA when Triton is installed, else "sdpa"):
+
+- "triton": split-KV kernel (`_decode_kernels`): each program takes one (batch, KV head) and one
+  slice of the cache, computes its `n_rep` folded query rows against it with an online softmax in
+  float32, and writes partial (max, sum, acc); a second kernel merges the slices. K and V are read
+  once; masked-out blocks (left padding, the unfilled tail of the static cache) are not read.
+- "matmul": the same folding as plain batched matmuls with the mask as -inf, float32 softmax.
+- "sdpa": the folded query through `F.scaled_dot_product_attention` with the padding mask.
+
+Prefill (more than one query position) keeps transformers' own SDPA path. Every path computes
+transformers' masked SDPA result (tests compare them on fresh random inputs, CPU and CUDA).
+
+Registered as attention implementation "spanlab_sdpa" (mask format: SDPA's boolean mask).
 """
 
 from __future__ import annotations
 
+import functools
+import math
+import os
 from typing import Any
 
 NAME = "spanlab_sdpa"
+ENV = "SPANLAB_DECODE_ATTN"
+PATHS = ("auto", "triton", "matmul", "sdpa")
 _registered = False
+
+
+def _triton():
+    try:
+        import triton
+        import triton.language as tl
+    except ImportError:  # optional: CI (CPU) runs without it
+        return None, None
+    return triton, tl
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1 before import)."""
+    triton, _ = _triton()
+    return triton is not None and bool(triton.knobs.runtime.interpret)
+
+
+def choose_path(device_type: str, requested: str | None = None) -> str:
+    path = (requested or os.environ.get(ENV, "auto")).strip().lower()
+    if path not in PATHS:
+        raise ValueError(f"{ENV}={path!r}: use one of {', '.join(PATHS)}")
+    if path == "auto":
+        triton, _ = _triton()
+        return "triton" if device_type == "cuda" and triton is not None else "sdpa"
+    return path
+
+
+@functools.cache
+def _decode_kernels():
+    """(split kernel, merge kernel), jitted on first use: under TRITON_INTERPRET=1 `triton.jit`
+    must run after the variable is set, so the tests run the interpreter in a subprocess."""
+    triton, tl = _triton()
+
+    @triton.jit
+    def split_kernel(
+        Q, K, V, MASK, ACC, M, L,
+        sqb, sqh, sqr, sqd,
+        skb, skh, skt, skd,
+        svb, svh, svt, svd,
+        smb, smt,
+        KVH, T, REP, keys_per_split, blocks_per_split, qk_scale,
+        D: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, NSPLIT: tl.constexpr,
+        HAS_MASK: tl.constexpr, ADDITIVE: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
+        NBLK: tl.constexpr,
+    ):
+        split = tl.program_id(0)
+        bh = tl.program_id(1)
+        b = (bh // KVH).to(tl.int64)
+        h = (bh % KVH).to(tl.int64)
+        rows = tl.arange(0, BM)
+        dd = tl.arange(0, BD)
+        dmask = dd < D
+        q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqr + dd[None, :] * sqd,
+                    mask=(rows[:, None] < REP) & dmask[None, :], other=0.0)
+        if UPCAST:  # the interpreter's low-precision dot is wrong; float32 products of bf16 are exact
+            q = q.to(tl.float32)
+        kbase = K + b * skb + h * skh
+        vbase = V + b * svb + h * svh
+        start = split * keys_per_split  # a multiple of BN; the last split may run past T
+        m_i = tl.full([BM], float("-inf"), tl.float32)
+        l_i = tl.zeros([BM], tl.float32)
+        acc = tl.zeros([BM, BD], tl.float32)
+        # The interpreter (with numpy 2) cannot loop to a run-time bound, so it gets the count as a
+        # constant; compiled code loops to the argument (no recompilation per cache length).
+        for i in range(NBLK if NBLK > 0 else blocks_per_split):
+            cols = start + i * BN + tl.arange(0, BN)
+            valid = cols < T
+            if HAS_MASK:
+                if ADDITIVE:
+                    bias = tl.load(MASK + b * smb + cols * smt, mask=valid, other=float("-inf")).to(tl.float32)
+                    valid = valid & (bias > float("-inf"))
+                else:
+                    keep = tl.load(MASK + b * smb + cols * smt, mask=valid, other=0)
+                    valid = valid & (keep != 0)
+            # Masked-out keys are never read: predicated-off loads move no bytes.
+            k = tl.load(kbase + cols[:, None] * skt + dd[None, :] * skd, mask=valid[:, None] & dmask[None, :], other=0.0)
+            if UPCAST:
+                k = k.to(tl.float32)
+            if IEEE:
+                s = tl.dot(q, tl.trans(k), input_precision="ieee")
+            else:
+                s = tl.dot(q, tl.trans(k))
+            s = s * qk_scale  # log2 units: softmax through exp2
+            if HAS_MASK and ADDITIVE:
+                s = s + bias[None, :] * 1.4426950408889634
+            s = tl.where(valid[None, :], s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing valid yet
+            p = tl.math.exp2(s - m_safe[:, None])
+            alpha = tl.math.exp2(m_i - m_safe)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            v = tl.load(vbase + cols[:, None] * svt + dd[None, :] * svd, mask=valid[:, None] & dmask[None, :], other=0.0)
+            if UPCAST:
+                v = v.to(tl.float32)
+                pv = p
+            else:
+                pv = p.to(v.dtype)
+            if IEEE:
+                acc = acc * alpha[:, None] + tl.dot(pv, v, input_precision="ieee")
+            else:
+                acc = acc * alpha[:, None] + tl.dot(pv, v)
+            m_i = m_new
+        base = (bh * NSPLIT + split).to(tl.int64)
+        tl.store(M + base * BM + rows, m_i)
+        tl.store(L + base * BM + rows, l_i)
+        tl.store(ACC + (base * BM + rows[:, None]) * BD + dd[None, :], acc)
+
+    @triton.jit
+    def merge_kernel(
+        ACC, M, L, OUT, REP,
+        BD: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, NSPLIT: tl.constexpr, BS: tl.constexpr,
+    ):
+        bh = tl.program_id(0).to(tl.int64)
+        row = tl.program_id(1)
+        sp = tl.arange(0, BS)
+        dd = tl.arange(0, BD)
+        spv = sp < NSPLIT
+        idx = (bh * NSPLIT + sp) * BM + row
+        m = tl.load(M + idx, mask=spv, other=float("-inf"))
+        ls = tl.load(L + idx, mask=spv, other=0.0)
+        m_max = tl.max(m, 0)
+        m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
+        w = tl.math.exp2(m - m_max)  # splits with nothing valid: exp2(-inf) = 0
+        acc = tl.load(ACC + idx[:, None] * BD + dd[None, :], mask=spv[:, None], other=0.0)
+        num = tl.sum(acc * w[:, None], 0)
+        den = tl.sum(ls * w, 0)
+        out = num / tl.where(den > 0, den, 1.0)  # a row with no valid key at all gives 0, not NaN
+        tl.store(OUT + (bh * REP + row) * D + dd, out.to(OUT.dtype.element_ty), mask=dd < D)
+
+    return split_kernel, merge_kernel
+
+
+# Split-KV launch shape, from the device micro-benchmark (benchmarks/decode_attention.py).
+BLOCK_N = 64
+MIN_KEYS_PER_SPLIT = 512
+NUM_WARPS = 4
+NUM_STAGES = 3
+
+
+@functools.cache
+def _sm_count(device_index: int) -> int:
+    import torch
+
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def num_splits(bh: int, T: int, sms: int, block_n: int = BLOCK_N, min_keys: int = MIN_KEYS_PER_SPLIT) -> int:
+    """Enough (batch·KV head, split) programs to give every SM several, but no split shorter than
+    `min_keys` (the merge and the partials' writes cost more than short splits save)."""
+    want = max(1, -(-4 * sms // bh))
+    return max(1, min(want, -(-T // min_keys), 64))
+
+
+def triton_decode(query, key, value, mask, scale: float, *, splits: int | None = None, block_n: int = BLOCK_N,
+                  num_warps: int = NUM_WARPS, num_stages: int = NUM_STAGES):
+    """Attention of folded queries (b, kvh, rep, d) over (b, kvh, T, d) keys/values; `mask` is
+    None, a boolean keep-mask or an additive float mask broadcastable to (b, T). Returns
+    (b, kvh, rep, d) in the query's dtype (contiguous, so a reshape to (b, kvh·rep, d) is free)."""
+    import torch
+
+    triton, _ = _triton()
+    if triton is None:
+        raise RuntimeError("the split-KV decode kernel needs `triton` (pip install triton)")
+    b, kvh, rep, d = query.shape
+    T = key.shape[2]
+    interpret = interpreting()
+    if query.device.type != "cuda" and not interpret:
+        raise RuntimeError("the Triton decode kernel runs CPU tensors only under TRITON_INTERPRET=1")
+    BM = max(16, triton.next_power_of_2(rep))
+    BD = max(16, triton.next_power_of_2(d))
+    if splits is None:
+        sms = 8 if interpret else _sm_count(query.device.index or 0)
+        splits = num_splits(b * kvh, T, sms, block_n)
+    keys_per_split = -(-T // splits)
+    keys_per_split = -(-keys_per_split // block_n) * block_n
+    splits = -(-T // keys_per_split)
+    dev = query.device
+    acc = torch.empty(b * kvh * splits * BM * BD, device=dev, dtype=torch.float32)
+    m = torch.empty(b * kvh * splits * BM, device=dev, dtype=torch.float32)
+    lsum = torch.empty_like(m)
+    out = torch.empty(b, kvh, rep, d, device=dev, dtype=query.dtype)
+    if mask is not None:
+        mask = mask.expand(b, *mask.shape[1:]) if mask.shape[0] == 1 else mask
+        row = mask.reshape(b, -1, mask.shape[-1])[:, -1, :T] if mask.dim() > 2 else mask[:, :T]
+        additive = row.dtype != torch.bool
+        mrow = row.view(torch.uint8) if not additive else row
+        smb, smt = mrow.stride()
+    else:
+        mrow, additive, smb, smt = query, False, 0, 0  # dummy pointer, never read
+    split_kernel, merge_kernel = _decode_kernels()
+    split_kernel[(splits, b * kvh)](
+        query, key, value, mrow, acc, m, lsum,
+        *query.stride(), *key.stride(), *value.stride(), smb, smt,
+        kvh, T, rep, keys_per_split, keys_per_split // block_n, scale * 1.4426950408889634,
+        D=d, BD=BD, BM=BM, BN=block_n, NSPLIT=splits,
+        HAS_MASK=mask is not None, ADDITIVE=additive, UPCAST=interpret, IEEE=query.dtype == torch.float32,
+        NBLK=keys_per_split // block_n if interpret else 0, num_warps=num_warps, num_stages=num_stages,
+    )
+    merge_kernel[(b * kvh, rep)](
+        acc, m, lsum, out, rep, BD=BD, D=d, BM=BM, NSPLIT=splits, BS=max(2, triton.next_power_of_2(splits)),
+        num_warps=1 if BD <= 64 else 2,
+    )
+    return out
+
+
+def matmul_decode(query, key, value, mask, scale: float):
+    """The folded decode attention as two batched matmuls, float32 scores and softmax."""
+    import torch
+
+    T = key.shape[2]
+    s = torch.matmul(query, key.transpose(-1, -2)).float() * scale  # (b, kvh, rep, T)
+    if mask is not None:
+        row = mask.reshape(mask.shape[0], -1, mask.shape[-1])[:, -1:, None, :T] if mask.dim() > 2 else mask[:, None, None, :T]
+        s = s.masked_fill(~row, float("-inf")) if row.dtype == torch.bool else s + row.float()
+    p = torch.softmax(s, dim=-1).to(value.dtype)
+    return torch.matmul(p, value)
+
+
+def sdpa_decode(query, key, value, mask, scale: float):
+    import torch.nn.functional as F
+
+    if mask is not None:
+        mask = mask[:, :, -1:, : key.shape[-2]]
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale, is_causal=False)
 
 
 def sdpa_gqa_decode(module: Any, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                     is_causal=None, **kwargs: Any):
-    import torch.nn.functional as F
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     b, h, q, d = query.shape
     kvh = key.shape[1]
-    if q != 1 or h == kvh or dropout:
+    if q != 1 or dropout or kwargs.get("position_bias") is not None or h % kvh:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
     n_rep = h // kvh
+    scale = scaling if scaling is not None else 1.0 / math.sqrt(d)
     # Head i uses KV head i // n_rep (repeat_kv's order), so a plain reshape groups them.
     qf = query.reshape(b, kvh, n_rep, d)
-    mask = attention_mask
-    if mask is not None:
-        mask = mask[:, :, -1:, : key.shape[-2]]
-    out = F.scaled_dot_product_attention(qf, key, value, attn_mask=mask, scale=scaling, is_causal=False)
+    path = choose_path(query.device.type)
+    if path == "triton" and d <= 256 and n_rep <= 64:
+        out = triton_decode(qf, key, value, attention_mask, scale)
+    elif path == "matmul":
+        out = matmul_decode(qf, key, value, attention_mask, scale)
+    else:
+        out = sdpa_decode(qf, key, value, attention_mask, scale)
     return out.reshape(b, h, 1, d).transpose(1, 2).contiguous(), None
 
 

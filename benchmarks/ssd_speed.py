@@ -1,0 +1,153 @@
+"""Mamba2 prefill and training without mamba-ssm: transformers' torch scan vs spanlab.models.ssd.
+
+Prefill: one forward of a random bf16 ~1B Mamba2 (36 layers, d_model 2048, 64 heads x 64, state
+128, chunk 256) at batch 1 and at the eval engine's batch, one shot and chunked (as `--prefill-chunk`
+feeds it); tokens/s and peak GPU memory. Training: forward + backward of a ~130M Mamba2. Each
+with the scan transformers ships and with spanlab's (`ssd.install()`), and optionally the latter
+under torch.compile.
+
+    python benchmarks/ssd_speed.py --out ssd.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+import transformers as T
+
+from spanlab.models import ssd
+
+
+def mamba2(hidden: int, layers: int, vocab: int = 8192):
+    cfg = T.Mamba2Config(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, state_size=128, expand=2,
+                         head_dim=64, num_heads=2 * hidden // 64, n_groups=1, chunk_size=256, bos_token_id=0,
+                         eos_token_id=0, pad_token_id=0, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        return T.AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+
+
+def timed(fn, reps: int = 3) -> tuple[float, float]:
+    """(median seconds, peak GiB) over `reps` calls after one warm-up."""
+    fn()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    ts = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        torch.cuda.synchronize()
+        ts.append(s.elapsed_time(e) / 1e3)
+    return sorted(ts)[len(ts) // 2], torch.cuda.max_memory_allocated() / 2**30
+
+
+def use(scan: str) -> None:
+    ssd.uninstall()
+    if scan == "spanlab":
+        ssd.install()
+    elif scan == "spanlab+compile":
+        ssd.install()
+        fn = torch.compile(ssd.ssd_chunk_scan, dynamic=False)
+        for name in ssd.MODULES:
+            try:
+                mod = __import__(name, fromlist=["x"])
+            except ImportError:
+                continue
+            if getattr(mod, ssd.GLOBAL, None) is ssd.ssd_chunk_scan:
+                setattr(mod, ssd.GLOBAL, fn)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scans", nargs="+", default=["transformers", "spanlab", "spanlab+compile"])
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    from spanlab.models.prefill import PrefillPlan, prefill_state
+
+    rows = []
+
+    def record(**row):
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    model = mamba2(2048, 36).eval()
+    nparams = sum(p.numel() for p in model.parameters())
+    print(f"Mamba2 {nparams / 1e9:.3f}B parameters", flush=True)
+    # (label, batch, length, chunk or 0 for one shot)
+    cases = [("one-shot", 1, 4096, 0), ("one-shot", 1, 16384, 0), ("chunked 2048", 1, 16384, 2048),
+             ("one-shot", 8, 4096, 0), ("chunked 2048", 8, 4096, 2048), ("chunked 2048", 8, 16384, 2048),
+             ("chunked 2048", 32, 4096, 2048)]
+    for scan in args.scans:
+        use(scan)
+        for label, b, n, chunk in cases:
+            if scan == "transformers" and (n > 4096 or b > 1):
+                record(kind="prefill", scan=scan, mode=label, batch=b, length=n,
+                       skipped="the 6-D contraction needs ~32 GiB per 4K prompt: larger cases do not fit")
+                continue
+            if scan == "spanlab+compile" and (chunk or b > 1):
+                continue  # compile (one graph per shape) is measured on the batch-1 one-shot shapes only
+            ids = torch.randint(5, 8192, (b, n), device="cuda")
+            mask = torch.ones_like(ids)
+            with torch.inference_mode():
+                if chunk:
+                    plan = PrefillPlan("state", chunk, "cache_params", "cache_params")
+                    fn = (lambda ids=ids, mask=mask, plan=plan, m=model: prefill_state(m, plan, ids, mask))
+                else:
+                    fn = (lambda ids=ids, m=model: m(ids, use_cache=False, logits_to_keep=1))
+                try:
+                    t0 = time.perf_counter()
+                    fn()
+                    torch.cuda.synchronize()
+                    first = time.perf_counter() - t0
+                    s, peak = timed(fn)
+                except torch.cuda.OutOfMemoryError as e:
+                    record(kind="prefill", scan=scan, mode=label, batch=b, length=n, error=str(e).splitlines()[0][:160])
+                    torch.cuda.empty_cache()
+                    continue
+            record(kind="prefill", scan=scan, mode=label, batch=b, length=n, s=round(s, 4), tok_per_s=round(b * n / s),
+                   tflops=round(2 * nparams * b * n / s / 1e12, 1), peak_gib=round(peak, 1), first_call_s=round(first, 2))
+            torch.cuda.empty_cache()
+    del model
+    torch.cuda.empty_cache()
+
+    # Training: forward + backward, bf16 weights; a tiny model (where transformers' scan fits) and ~130M.
+    for name, hidden, layers, b, n in (("tiny", 512, 8, 4, 1024), ("130M", 768, 24, 8, 2048)):
+        small = mamba2(hidden, layers).train()
+        nsmall = sum(p.numel() for p in small.parameters())
+        ids = torch.randint(5, 8192, (b, n), device="cuda")
+
+        def step(ids=ids, small=small):
+            out = small(ids, labels=ids)
+            out.loss.backward()
+            small.zero_grad(set_to_none=True)
+        for scan in args.scans:
+            use(scan)
+            try:
+                s, peak = timed(step)
+            except torch.cuda.OutOfMemoryError as e:
+                record(kind="train", scan=scan, model=name, batch=b, length=n, error=str(e).splitlines()[0][:160])
+                torch.cuda.empty_cache()
+                continue
+            record(kind="train", scan=scan, model=name, mode=name, params=nsmall, batch=b, length=n, s=round(s, 4),
+                   tok_per_s=round(b * n / s), peak_gib=round(peak, 1))
+            torch.cuda.empty_cache()
+        del small
+        torch.cuda.empty_cache()
+    use("spanlab")
+    print(f"\n{'kind':8s} {'scan':16s} {'mode':13s} {'batch':>5s} {'length':>6s} {'s':>8s} {'tok/s':>9s} {'peak GiB':>8s}")
+    for r in rows:
+        if "s" in r:
+            print(f"{r['kind']:8s} {r['scan']:16s} {r.get('mode', ''):13s} {r['batch']:5d} {r['length']:6d} {r['s']:8.3f} "
+                  f"{r['tok_per_s']:9d} {r['peak_gib']:8.1f}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

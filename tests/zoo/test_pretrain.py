@@ -98,3 +98,50 @@ def test_pretrain_end_to_end_and_skip_when_done(tmp_path):
     t = AutoTokenizer.from_pretrained(tmp_path / "run" / "final")
     assert m.config.spanlab_arch == "transformer" and len(t) == m.config.vocab_size
     assert pretrain(cfg)["skipped"] is True
+
+
+def test_answer_spans_and_answer_only_labels(tmp_path, tok):
+    """Each task row stores where its answer is; `loss="answers"` trains task rows on exactly the
+    answer + EOS (what evaluation scores) and text rows on every token."""
+    import torch
+
+    from spanlab.pretrain.data import answers_path
+
+    mix = MixtureConfig(context=256, seed=3, task_fraction=0.5, tasks=("niah_single_1", "niah_single_2"))
+    path = build_stream(mix, 16, tokenizer=tok, cache_dir=tmp_path, workers=1, progress=False)
+    spans = np.load(answers_path(path))
+    rows = np.load(path).astype(np.int64)
+    assert spans.shape == (16, 2)
+    task_rows = [i for i in range(16) if spans[i, 1] > 0]
+    assert 3 <= len(task_rows) <= 13
+    ds = StreamDataset(path, loss="answers")
+    for i in range(16):
+        item = ds[i]
+        labels, ids = item["labels"], item["input_ids"]
+        if i not in task_rows:
+            assert torch.equal(labels, ids)
+            continue
+        start, end = spans[i]
+        kept = labels != -100
+        assert kept.sum() == end - start and kept[start:end].all()
+        answer = tok.decode(rows[i, start : end - 1].tolist())
+        assert answer.strip().isdigit() and len(answer.strip()) == 7  # the 7-digit needle value
+        assert rows[i, end - 1] == tok.eos_token_id
+        # The answer is the value the prompt's needle states (the row is self-consistent).
+        assert answer.strip() in tok.decode(rows[i, :start].tolist())
+    assert StreamDataset(path)[task_rows[0]].shape == (256,)  # loss="all": plain rows
+    with pytest.raises(SpanlabError, match="loss mode"):
+        StreamDataset(path, loss="prompt")
+
+
+def test_runs_share_one_stream_cache(tmp_path):
+    """Two architectures with the same mixture read one cached stream (built once)."""
+    from spanlab.pretrain.run import prepare_stream
+
+    common = dict(size="tiny", context=256, tokens=256 * 8, micro_batch_size=4, task_fraction=0.5,
+                  data_dir=tmp_path / "data", progress=False, data_workers=1)
+    a = prepare_stream(PretrainConfig(arch="transformer", out=tmp_path / "a", **common))
+    mtime = a.stat().st_mtime_ns
+    b = prepare_stream(PretrainConfig(arch="mamba2", out=tmp_path / "b", **common))
+    assert a == b and b.stat().st_mtime_ns == mtime
+    assert [p.name for p in (tmp_path / "data").iterdir() if "partial" in p.name] == []

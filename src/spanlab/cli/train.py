@@ -24,14 +24,19 @@ def train_cmd(
     mixed_precision: str = typer.Option("auto", help="auto | bf16 | fp16 | no"),
     gradient_checkpointing: bool = typer.Option(False),
     task_fraction: float = typer.Option(0.25, help="share of rows that are RULER-format task samples"),
+    tasks: str | None = typer.Option(None, help="comma-separated RULER tasks of the mixture (default: NIAH family + vt)"),
+    loss: str = typer.Option("all", help="all | answers: task rows train on their answer (+EOS) only, text rows on every token"),
+    warmup_fraction: float = typer.Option(0.02, help="share of steps with linear learning-rate warm-up"),
+    data_dir: str | None = typer.Option(None, help="stream cache folder (default OUT/data); runs may share one"),
     heldout: list[Path] = typer.Option([], help="evaluation sample JSONL files/folders whose needles must not appear in training"),
     save_every: int = typer.Option(200, help="checkpoint every N steps"),
-    workers: int | None = typer.Option(None, help="processes building the data stream"),
+    workers: int | None = typer.Option(None, help="processes building the data stream (default: every core)"),
     progress: bool = typer.Option(True),
 ) -> None:
     """Pre-train a zoo model: same data order and tokenizer for every architecture."""
     from rich.console import Console
 
+    from spanlab.pretrain.data import DEFAULT_TASKS
     from spanlab.pretrain.run import PretrainConfig, parse_count, pretrain
 
     summary = pretrain(
@@ -40,7 +45,8 @@ def train_cmd(
             tokenizer=tokenizer, micro_batch_size=batch_size, grad_accum=grad_accum, lr=lr,
             mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
             task_fraction=task_fraction, heldout=[str(h) for h in heldout], save_every=save_every,
-            data_workers=workers, progress=progress,
+            tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()) if tasks else DEFAULT_TASKS,
+            loss=loss, warmup_fraction=warmup_fraction, data_dir=Path(data_dir) if data_dir else None, data_workers=workers, progress=progress,
         )
     )
     if summary:

@@ -6,9 +6,14 @@ the architecture, so every zoo model sees exactly the same tokens in the same or
 at a random length in [context/4, context] (prompt, answer prefix, gold answer, EOS) followed by
 essay text up to `context`; otherwise a window of the essay corpus at a random offset.
 
+Prompt and answer are tokenized separately and concatenated, exactly as at evaluation time (the
+model reads the tokenized prompt, then produces the answer's tokens), and the position of the
+answer (its tokens plus the EOS) in each row is stored next to the rows, so a run may put the
+loss of task rows on their answers only (`StreamDataset(..., loss="answers")`).
+
 Rows are built once (in parallel) into a memory-mapped `.npy` cache named by a hash of everything
 that defines them, so resuming a run, or training a second architecture, re-reads instead of
-regenerating.
+regenerating. Several runs may share one cache folder (and even build it at the same time).
 """
 
 from __future__ import annotations
@@ -80,7 +85,7 @@ class _Worker:
             out = np.concatenate([out, ids[: n - len(out)]])
         return out
 
-    def task_text(self, rng: random.Random, index: int) -> str:
+    def task_text(self, rng: random.Random, index: int) -> tuple[str, str]:
         from spanlab.tasks import generate
 
         ctx = self.mix.context
@@ -102,17 +107,24 @@ class _Worker:
                                "raise --context or drop the task from the mixture")
         answer = " " + ", ".join(s.outputs)
         prompt, answer = self.heldout.clean([s.input + s.answer_prefix, answer], rng)
-        return prompt + answer
+        return prompt, answer
 
-    def row(self, index: int) -> np.ndarray:
+    def row(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
+        """Row `index` and the [start, end) of its answer tokens + EOS ((0, 0) for a text row)."""
         # String seeds hash with SHA-512 inside `random`: stable across processes and Python runs.
         rng = random.Random(f"spanlab-pretrain:{self.mix.seed}:{index}")
         ctx = self.mix.context
         if self.mix.tasks and rng.random() < self.mix.task_fraction:
-            ids = self.encode(self.task_text(rng, index))[: ctx - 1] + [self.eos_id]
+            prompt, answer = self.task_text(rng, index)
+            p_ids, a_ids = self.encode(prompt), self.encode(answer)
+            # The sample was fitted to <= ctx tokens (answer budget included), so nothing is cut in
+            # practice; if a tokenizer ever disagrees, cut the prompt's start, never the answer.
+            p_ids = p_ids[max(0, len(p_ids) + len(a_ids) + 1 - ctx):]
+            ids = p_ids + a_ids + [self.eos_id]
             fill = self.essay_window(rng, ctx - len(ids))
-            return np.concatenate([np.asarray(ids, dtype=np.int64), fill.astype(np.int64)])
-        return self.essay_window(rng, ctx).astype(np.int64)
+            row = np.concatenate([np.asarray(ids, dtype=np.int64), fill.astype(np.int64)])
+            return row, (len(p_ids), len(ids))
+        return self.essay_window(rng, ctx).astype(np.int64), (0, 0)
 
 
 _W: _Worker | None = None
@@ -123,9 +135,16 @@ def _init(worker: _Worker) -> None:
     _W = worker
 
 
-def _rows(indices: Sequence[int]) -> np.ndarray:
+def _rows(indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     assert _W is not None
-    return np.stack([_W.row(i) for i in indices])
+    built = [_W.row(i) for i in indices]
+    return np.stack([r for r, _ in built]), np.asarray([span for _, span in built], dtype=np.int32)
+
+
+def answers_path(stream: str | Path) -> Path:
+    """The `(rows, 2)` int32 array of answer spans stored beside a stream's `.npy`."""
+    p = Path(stream)
+    return p.with_name(p.stem + ".answers.npy")
 
 
 def natural_text() -> str:
@@ -160,7 +179,8 @@ def stream_key(mix: MixtureConfig, tokenizer: Any, heldout: HeldOut, num_rows: i
             "vocab": hashlib.sha256(json.dumps(sorted(vocab.items())).encode()).hexdigest(),
             "heldout": hashlib.sha256("\n".join(sorted(heldout.tokens)).encode()).hexdigest(),
             "rows": num_rows,
-            "version": 1,
+            # 2: prompt and answer tokenized separately (as at evaluation), answer spans stored.
+            "version": 2,
         },
         sort_keys=True,
     )
@@ -177,14 +197,15 @@ def build_stream(
     workers: int | None = None,
     progress: bool = True,
 ) -> Path:
-    """Write rows 0..num_rows-1 of the stream to `cache_dir/stream-<key>.npy` (reused if present)."""
+    """Write rows 0..num_rows-1 of the stream to `cache_dir/stream-<key>.npy` (reused if present),
+    and their answer spans to `stream-<key>.answers.npy`. `workers=None` uses every core."""
     if num_rows < 1:
         raise SpanlabError("the token budget gives no training rows; raise --tokens")
     heldout = heldout or HeldOut()
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"stream-{stream_key(mix, tokenizer, heldout, num_rows)}.npy"
-    if path.exists():
+    if path.exists() and answers_path(path).exists():
         return path
     vocab = len(tokenizer)
     dtype = np.uint16 if vocab <= np.iinfo(np.uint16).max else np.int32
@@ -198,11 +219,15 @@ def build_stream(
         mix = replace(mix, tasks=fitting)
     worker = _Worker(mix, tokenizer, heldout, essay_ids, int(eos))
 
-    tmp = path.with_suffix(".partial.npy")
+    # Per-process temporary names: runs sharing a cache folder may build the same stream at once;
+    # each writes its own file and the (identical) results replace one another atomically.
+    tmp = path.with_name(f"{path.stem}.partial-{os.getpid()}.npy")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(num_rows, mix.context))
+    spans = np.zeros((num_rows, 2), dtype=np.int32)
     chunk = 64
     chunks = [list(range(s, min(s + chunk, num_rows))) for s in range(0, num_rows, chunk)]
-    n_workers = workers if workers is not None else min(len(chunks), max(1, (os.cpu_count() or 1) - 1))
+    # Every core: row generation (pure Python) is what bounds pre-training of small models.
+    n_workers = workers if workers is not None else min(len(chunks), max(1, os.cpu_count() or 1))
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -220,8 +245,9 @@ def build_stream(
         pool = ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init, initargs=(worker,))
         results = pool.map(_rows, chunks)
     try:
-        for idx, rows in zip(chunks, results):
+        for idx, (rows, row_spans) in zip(chunks, results):
             out[idx[0] : idx[-1] + 1] = rows
+            spans[idx[0] : idx[-1] + 1] = row_spans
             if bar is not None:
                 bar.update(len(idx))
     finally:
@@ -231,16 +257,39 @@ def build_stream(
             bar.close()
     out.flush()
     del out
-    os.replace(tmp, path)  # atomic: a killed build never leaves a truncated cache behind
+    tmp_spans = tmp.with_name(tmp.stem + ".answers.npy")
+    np.save(tmp_spans, spans)
+    # Spans first, rows last: the rows' file is what marks a finished build, and a killed build
+    # never leaves a truncated cache behind (os.replace is atomic).
+    os.replace(tmp_spans, answers_path(path))
+    os.replace(tmp, path)
     return path
 
 
-class StreamDataset:
-    """Rows of a built stream as 1-D LongTensors (what `spanlab.train.train` consumes)."""
+LOSS_MODES = ("all", "answers")
 
-    def __init__(self, path: str | Path) -> None:
+
+class StreamDataset:
+    """Rows of a built stream in the form `spanlab.train.train` consumes.
+
+    `loss="all"`: a 1-D LongTensor per row (next-token loss on every token).
+    `loss="answers"`: a dict with `labels` that keep the loss on every token of natural-text rows
+    but only on the answer (+ EOS) of task rows -- the prompt of a RULER sample is mostly haystack,
+    and predicting it teaches nothing about retrieval while outweighing the answer ~50:1 per row.
+    """
+
+    def __init__(self, path: str | Path, loss: str = "all") -> None:
+        if loss not in LOSS_MODES:
+            raise SpanlabError(f"unknown loss mode {loss!r}; choose one of {', '.join(LOSS_MODES)}")
         self.path = Path(path)
+        self.loss = loss
         self.rows = np.load(self.path, mmap_mode="r")
+        self.spans: np.ndarray | None = None
+        if loss == "answers":
+            ap = answers_path(self.path)
+            if not ap.exists():
+                raise SpanlabError(f"{self.path} has no answer spans ({ap.name}); rebuild the stream")
+            self.spans = np.load(ap)
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
@@ -248,4 +297,12 @@ class StreamDataset:
     def __getitem__(self, i: int) -> Any:
         import torch
 
-        return torch.from_numpy(np.asarray(self.rows[i], dtype=np.int64))
+        ids = torch.from_numpy(np.asarray(self.rows[i], dtype=np.int64))
+        if self.spans is None:
+            return ids
+        start, end = (int(x) for x in self.spans[i])
+        if end == 0:  # natural-text row
+            return {"input_ids": ids, "labels": ids.clone()}
+        labels = torch.full_like(ids, -100)
+        labels[start:end] = ids[start:end]
+        return {"input_ids": ids, "labels": labels}

@@ -22,6 +22,7 @@ from typing import Any
 from spanlab.errors import SpanlabError
 from spanlab.pretrain.data import (
     DEFAULT_TASKS,
+    LOSS_MODES,
     MixtureConfig,
     StreamDataset,
     build_stream,
@@ -63,9 +64,11 @@ class PretrainConfig:
     gradient_checkpointing: bool = False
     task_fraction: float = 0.25
     tasks: tuple[str, ...] = DEFAULT_TASKS
+    loss: str = "all"  # all | answers (task rows: loss on the answer only; spanlab.pretrain.data)
     heldout: list[str] = field(default_factory=list)  # JSONL sample files kept out of training
     save_every: int = 200
-    data_workers: int | None = None
+    data_workers: int | None = None  # None = every core
+    data_dir: Path | None = None  # stream cache folder (default OUT/data); runs may share one
     progress: bool = True
 
 
@@ -115,6 +118,25 @@ def plot_loss_curves(logs: dict[str, Path], out_png: Path, *, title: str = "pre-
     return out_png
 
 
+def prepare_stream(cfg: PretrainConfig, *, world_size: int = 1, tokenizer: Any = None, progress: bool | None = None,
+                   with_heldout: bool = False) -> Any:
+    """Build (or find cached) the token stream `cfg` trains on; returns its path (and the held-out
+    set with `with_heldout`). A study calls this once before training several models in parallel."""
+    from spanlab.tasks.tokenizer import load_tokenizer
+
+    if cfg.loss not in LOSS_MODES:
+        raise SpanlabError(f"unknown --loss {cfg.loss!r}; choose one of {', '.join(LOSS_MODES)}")
+    tok = tokenizer if tokenizer is not None else load_tokenizer(cfg.tokenizer)
+    mix = MixtureConfig(context=cfg.context, seed=cfg.seed, task_fraction=cfg.task_fraction, tasks=tuple(cfg.tasks))
+    rows_per_step = cfg.micro_batch_size * cfg.grad_accum * world_size
+    steps = max(1, math.ceil(cfg.tokens / (rows_per_step * cfg.context)))
+    heldout = heldout_from_files(cfg.heldout) if cfg.heldout else HeldOut()
+    data_dir = Path(cfg.data_dir) if cfg.data_dir else Path(cfg.out) / "data"
+    path = build_stream(mix, steps * rows_per_step, tokenizer=tok, cache_dir=data_dir, heldout=heldout,
+                        workers=cfg.data_workers, progress=cfg.progress if progress is None else progress)
+    return (path, heldout) if with_heldout else path
+
+
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Train `cfg.arch` at `cfg.size` from scratch; returns (and writes) the run summary."""
     import torch
@@ -137,20 +159,16 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         mp = "bf16" if torch.cuda.is_available() else "no"
     acc = Accelerator(mixed_precision=mp)
     tok = load_tokenizer(cfg.tokenizer)
-    mix = MixtureConfig(context=cfg.context, seed=cfg.seed, task_fraction=cfg.task_fraction, tasks=tuple(cfg.tasks))
     rows_per_step = cfg.micro_batch_size * cfg.grad_accum * acc.num_processes
     steps = max(1, math.ceil(cfg.tokens / (rows_per_step * cfg.context)))
-    heldout = heldout_from_files(cfg.heldout) if cfg.heldout else HeldOut()
 
     t0 = time.perf_counter()
     if acc.is_main_process:
-        build_stream(mix, steps * rows_per_step, tokenizer=tok, cache_dir=out / "data", heldout=heldout,
-                     workers=cfg.data_workers, progress=cfg.progress)
+        prepare_stream(cfg, world_size=acc.num_processes, tokenizer=tok)
     acc.wait_for_everyone()
-    path = build_stream(mix, steps * rows_per_step, tokenizer=tok, cache_dir=out / "data", heldout=heldout,
-                        progress=False)
+    path, heldout = prepare_stream(cfg, world_size=acc.num_processes, tokenizer=tok, progress=False, with_heldout=True)
     data_s = time.perf_counter() - t0
-    dataset = StreamDataset(path)
+    dataset = StreamDataset(path, loss=cfg.loss)
 
     model = build_model(arch, cfg.size, vocab_size=len(tok), seed=cfg.seed,
                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
@@ -198,6 +216,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             "world_size": acc.num_processes,
             "mixed_precision": mp,
             "lr": lr,
+            "loss": cfg.loss,
+            "task_fraction": cfg.task_fraction,
             "heldout_tokens": len(heldout),
             "data": str(path.name),
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
@@ -206,3 +226,32 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         done.write_text(json.dumps(summary, indent=2))
     acc.wait_for_everyone()
     return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m spanlab.pretrain.run CONFIG.json`: one run from a JSON PretrainConfig (how a study
+    trains several models in parallel processes)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m spanlab.pretrain.run CONFIG.json", file=sys.stderr)
+        return 2
+    raw = json.loads(Path(args[0]).read_text())
+    raw["tasks"] = tuple(raw.get("tasks") or DEFAULT_TASKS)
+    for key in ("out", "data_dir"):
+        if raw.get(key) is not None:
+            raw[key] = Path(raw[key])
+    try:
+        summary = pretrain(PretrainConfig(**raw))
+    except SpanlabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if summary:
+        print(f"{summary['arch']} {summary['size']}: {summary['tokens']:,} tokens, final loss "
+              f"{summary['final_loss']:.3f}, {summary['tokens_per_s']:,.0f} tokens/s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -78,6 +78,23 @@ def zoo_config(
     return cfg
 
 
+# Zoo architectures whose layers run transformers' Mamba2 chunk scan.
+SSD_ARCHS = frozenset({"mamba2", "hybrid"})
+
+
+def use_fast_ssd() -> list[str]:
+    """Route transformers' Mamba2-family layers through spanlab's SSD scan (`spanlab.models.ssd`):
+    the same results as transformers' pure-torch fallback without its 6-D intermediates, which
+    bound Mamba2 training without mamba-ssm at ~24K tokens/s on an H100 (docs/benchmarks.md).
+    Idempotent; a real mamba-ssm kernel is never displaced; SPANLAB_SSD=0 keeps transformers' own.
+    Returns the modules now using spanlab's scan."""
+    from spanlab.models import ssd
+
+    if not ssd.enabled_by_env():
+        return []
+    return ssd.install()
+
+
 def build_model(
     arch: str,
     size: str,
@@ -92,6 +109,8 @@ def build_model(
     from transformers import AutoModelForCausalLM
 
     cfg = zoo_config(arch, size, vocab_size=vocab_size, **config_kwargs)
+    if cfg.spanlab_arch in SSD_ARCHS:
+        use_fast_ssd()  # a module-level swap: covers this model's training and later loads in-process
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg)
     if dtype is not None:
@@ -144,6 +163,7 @@ __all__ = [
     "build_model",
     "canonical_arch",
     "count_parameters",
+    "use_fast_ssd",
     "zoo_config",
     "zoo_table",
 ]

@@ -167,9 +167,76 @@ def test_full_pipeline_train_finetune_ppl_report(tmp_path):
         for l in f.read_text().splitlines():
             d = json.loads(l)
             held |= set(d["outputs"])
-    (stream,) = (tmp_path / "s" / "train" / "hyb" / "data").glob("stream-*.npy")
+    (stream,) = (tmp_path / "s" / "data").glob("stream-*[0-9a-f].npy")  # the study's shared stream cache
     text = load_tokenizer(None).decode(np.load(stream).astype(np.int64).ravel().tolist())
     assert held and not held & rare_tokens(text)
     summary = (tmp_path / "s" / "report" / "summary.md").read_text()
     assert "Perplexity" in summary and "| se |" in summary
     assert res["ran"][-1] == "report"
+
+
+def test_parallel_training_profile_and_unfit_tasks(tmp_path):
+    """`train_parallel` trains models in concurrent processes on one shared stream; the profile
+    step journals Fig. 4 rows and plots them into the report; a task whose template does not fit a
+    length is left out of the grid with a note instead of failing the study."""
+    train = {"size": "tiny", "context": 256, "tokens": 256 * 4 * 2, "batch_size": 4, "task_fraction": 0.5,
+             "save_every": 0, "loss": "answers"}
+    cfg = {
+        "name": "par",
+        "out": str(tmp_path / "s"),
+        "device": "cpu",
+        "train_parallel": 2,
+        "models": [{"name": "tf", "train": {"arch": "transformer", **train}},
+                   {"name": "m2", "train": {"arch": "mamba2", **train}}],
+        "generation": {"batch_size": 4, "max_new_tokens": 4},
+        # vt needs ~700 prompt tokens: it cannot fit 256 (1x) but fits 1024 (4x).
+        "eval": [{"name": "ruler", "tasks": ["niah_single_1", "vt"], "lengths": ["1x", "4x"], "num_samples": 1}],
+        "profile": {"variants": ["full", "sw", "se"], "lengths": ["1x", "2x"], "chunk_sizes": ["0.5x"],
+                    "window": "0.5x", "block_size": 16, "top_k": 2, "heads": 2, "head_dim": 16, "dtype": "fp32",
+                    "warmup": 0, "repeats": 1, "cpu": True},
+    }
+    logs: list[str] = []
+    study = Study(load_study(str(_write(tmp_path, cfg))), progress=False, log=logs.append)
+    study.run()
+    out = tmp_path / "s"
+    steps = _steps(out)
+    assert sorted(steps[1:3]) == ["train:m2", "train:tf"] and steps[-2:] == ["profile", "report"]
+    assert any("started (pid" in m for m in logs)
+    assert any("vt does not fit 256 tokens" in m for m in logs)
+    # Both models trained on the same rows: one stream file, and their logs say the same tokens.
+    assert len(list((out / "data").glob("stream-*[0-9a-f].npy"))) == 1
+    for m in ("tf", "m2"):
+        pre = json.loads((out / "train" / m / "pretrain.json").read_text())
+        assert pre["loss"] == "answers" and pre["tokens"] == 256 * 4 * 2
+        assert (out / "train" / f"{m}.log").is_file()
+        recs = [json.loads(l) for l in (out / "eval" / m / "results.jsonl").read_text().splitlines()]
+        assert sorted({(r["task"], r["length"]) for r in recs}) == [
+            ("niah_single_1", 256), ("niah_single_1", 1024), ("vt", 1024)]
+    # Fig. 4: one row per (variant label, length), the three plots and the table in the summary.
+    from spanlab.attention.profile import read_rows
+
+    rows = read_rows(out / "profile" / "profile.csv")
+    assert sorted((r.label, r.length) for r in rows) == sorted(
+        (lab, n) for lab in ("full", "sw", "se[M=128]") for n in (256, 512))
+    assert all(r.status == "ok" and r.ms > 0 for r in rows)
+    report = out / "report"
+    for name in ("profile.csv", "profile_runtime.png", "profile_memory.png", "profile_runtime_vs_memory.png"):
+        assert (report / name).is_file(), name
+    assert "| se[M=128] |" in (report / "summary.md").read_text()
+
+
+def test_gpu_profile_is_not_run_on_cpu_and_stays_to_do(tmp_path, random_model):
+    cfg = _study_cfg(random_model, tmp_path / "s")
+    cfg["eval"][0]["lengths"] = ["1x"]
+    cfg["models"] = cfg["models"][:1]
+    cfg["profile"] = {"lengths": ["1x"]}
+    logs: list[str] = []
+    study = Study(load_study(str(_write(tmp_path, cfg))), progress=False, log=logs.append)
+    res = study.run()
+    assert res["not_run"] == ["profile"] and "profile" not in _steps(tmp_path / "s")
+    assert any("profile: not run here (no CUDA device" in m for m in logs)
+    assert "Not run: it needs a CUDA device" in (tmp_path / "s" / "report" / "summary.md").read_text()
+    # On a resume it is still to do (the eval step is not).
+    logs.clear()
+    study.run()
+    assert any("eval:a:ruler: done, skipped" in m for m in logs) and any("profile: not run here" in m for m in logs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -22,6 +22,8 @@ class _Strict(BaseModel):
 
 
 class TrainSpec(_Strict):
+    """One `spanlab train` run (spanlab.pretrain.run.PretrainConfig fields)."""
+
     arch: str
     size: str = "tiny"
     context: int = Field(1024, ge=64)
@@ -29,7 +31,10 @@ class TrainSpec(_Strict):
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
     lr: float | None = None
+    warmup_fraction: float = Field(0.02, ge=0, le=1)
     task_fraction: float = Field(0.25, ge=0, le=1)
+    tasks: list[str] | None = None  # RULER tasks of the mixture (default: spanlab.pretrain.DEFAULT_TASKS)
+    loss: Literal["all", "answers"] = "all"  # answers: task rows train on their answer only
     mixed_precision: str = "auto"
     gradient_checkpointing: bool = False
     save_every: int = 200
@@ -87,6 +92,31 @@ class PerplexitySpec(_Strict):
     max_windows: int = 8
 
 
+class ProfileSpec(_Strict):
+    """The attention runtime/memory profile (the expansion-span paper's Fig. 4): one training step
+    (fwd + bwd) per variant and length, spanlab.attention.profile.run_profile fields. Lengths,
+    chunk sizes and the window may be multiples of the study's pre-training context (`4x`)."""
+
+    variants: list[str] = Field(default_factory=lambda: ["full", "sw", "s2", "se", "se-nomem"])
+    lengths: list[str | int]
+    chunk_sizes: list[str | int] = Field(default_factory=lambda: ["1x"])
+    window: str | int = "1x"
+    group_size: int = Field(0, ge=0)  # 0 = a quarter of each length (LongLoRA)
+    block_size: int = Field(32, ge=1)
+    top_k: int = Field(8, ge=1)
+    heads: int = Field(8, ge=1)
+    kv_heads: int = Field(0, ge=0)  # 0 = heads
+    head_dim: int = Field(64, ge=1)
+    batch: int = Field(1, ge=1)
+    dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    mode: Literal["op", "layer"] = "layer"
+    warmup: int = Field(3, ge=0)
+    repeats: int = Field(10, ge=1)
+    # CPU timings say nothing about the paper's GPU figure, so without CUDA the step is skipped
+    # (and stays to do, so a resume on a GPU machine runs it) unless this is set (tests, toy runs).
+    cpu: bool = False
+
+
 class StudyConfig(_Strict):
     name: str
     out: str | None = None  # default runs/study-<name>
@@ -99,8 +129,12 @@ class StudyConfig(_Strict):
     finetune: list[FinetuneSpec] = Field(default_factory=list)
     finetune_eval: list[str] | None = None  # eval block names for fine-tuned models (default: all)
     perplexity: PerplexitySpec | None = None
+    profile: ProfileSpec | None = None
     threshold: float = 85.6
     heldout: bool = True  # keep every eval needle out of the pre-training stream
+    # How many `train` steps run at the same time (separate processes on the same device): tiny
+    # models leave a GPU mostly idle. Where it runs, not what it computes: not pinned on resume.
+    train_parallel: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _refs(self) -> StudyConfig:

@@ -8,16 +8,25 @@ Layout of OUT:
     study.yaml          the resolved config (a re-run with a different config is refused)
     steps.jsonl         journal of finished steps
     heldout/            evaluation samples whose needles are kept out of pre-training
-    train/<model>/      `spanlab train` runs
+    data/               the pre-training token streams (shared by every model trained on the same one)
+    train/<model>/      `spanlab train` runs (+ <model>.log when trained in a parallel process)
     finetune/<name>/    `spanlab finetune` runs
     eval/<model>/       one `spanlab eval` run directory per model (all eval blocks)
     ppl/<model>.jsonl   perplexity journal per model
-    report/             tables, heatmaps, curves, index.html, loss_curves.png, summary.md
+    profile/profile.csv attention runtime/memory profile (rows journaled; Fig. 4)
+    report/             tables, heatmaps, curves, index.html, loss_curves.png, profile_*.png, summary.md
+
+A (task, length) pair whose prompt template alone does not fit the length (e.g. vt below ~700
+tokens) is left out of the grid with a logged note -- an empty cell, as in the seed papers' tables
+-- rather than failing the study.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +48,15 @@ class Step:
     run: Callable[[], dict[str, Any]]
 
 
+class StepSkipped(Exception):
+    """A step that cannot run on this machine (the GPU profile without CUDA): it is logged with the
+    reason and stays to do, so resuming the study where it can run completes it."""
+
+
+# Parts of the config that say where or how fast a study runs, not what it computes.
+_UNPINNED = {"out", "device", "train_parallel"}
+
+
 class Study:
     def __init__(self, cfg: StudyConfig, *, out: str | Path | None = None, progress: bool = True,
                  log: Callable[[str], None] = print) -> None:
@@ -47,6 +65,7 @@ class Study:
         self.progress = progress
         self.log = log
         self._contexts: dict[str, int | None] = {}
+        self._unfit: set[tuple[str, int]] = set()
 
     # ----- bookkeeping -------------------------------------------------------------------------
     def done_steps(self) -> dict[str, dict[str, Any]]:
@@ -70,7 +89,7 @@ class Study:
         self.out.mkdir(parents=True, exist_ok=True)
         p = self.out / "study.yaml"
         # Where it runs (out, device) may change between resumes; what it computes may not.
-        now = self.cfg.model_dump(mode="json", exclude={"out", "device"})
+        now = self.cfg.model_dump(mode="json", exclude=_UNPINNED)
         if p.exists():
             old = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
             if old != now:
@@ -143,21 +162,49 @@ class Study:
             progress=self.progress,
         )
 
-    def _heldout_step(self) -> dict[str, Any]:
-        """Write every evaluation sample of every trained model, so training can exclude their needles."""
-        from spanlab.eval.runner import load_samples
+    def tokenizer_of(self, name: str) -> Any:
+        """The tokenizer that counts a model's prompt lengths: its own, or the built-in BPE that
+        every study-trained zoo model uses (also before it is trained)."""
         from spanlab.tasks import load_tokenizer
 
+        path = Path(self.model_path(name))
+        return load_tokenizer(str(path) if (path / "tokenizer.json").is_file() or
+                              (path / "tokenizer_config.json").is_file() else None)
+
+    def block_samples(self, name: str, block: EvalBlock, tokenizer: Any = None) -> list[Any]:
+        """The samples of one eval block for one model, leaving out (task, length) pairs whose
+        template cannot fit that length (logged once per pair)."""
+        from spanlab.eval.samples import generate_samples, specs_from
+
+        cfg = self.eval_config(name, block)
+        tok = tokenizer if tokenizer is not None else self.tokenizer_of(name)
+        out: list[Any] = []
+        for spec in specs_from(cfg.suite, cfg.tasks):
+            for length in cfg.lengths:
+                try:
+                    out += generate_samples([spec], lengths=[length], depths=cfg.depths, num_samples=cfg.num_samples,
+                                            tokenizer=tok, seed=cfg.seed, template=cfg.template)
+                except SpanlabError as e:
+                    if "too small" not in str(e) and "too short" not in str(e):
+                        raise
+                    key = (spec.label, length)
+                    if key not in self._unfit:
+                        self._unfit.add(key)
+                        self.log(f"  note: {spec.label} does not fit {length} tokens; left out ({e})")
+        if not out:
+            raise SpanlabError(f"eval block {block.name!r}: no task fits any of its lengths {cfg.lengths}")
+        return out
+
+    def _heldout_step(self) -> dict[str, Any]:
+        """Write every evaluation sample of every trained model, so training can exclude their needles."""
         dest = self.out / "heldout"
         dest.mkdir(parents=True, exist_ok=True)
         n = 0
         for m in self.cfg.models:
             if m.train is None:
                 continue
-            tok = load_tokenizer(None)
             for block in self.cfg.eval:
-                cfg = self.eval_config(m.name, block)
-                samples = load_samples(cfg, tok)
+                samples = self.block_samples(m.name, block)
                 path = dest / f"{m.name}.{block.name}.jsonl"
                 tmp = path.with_suffix(".tmp")
                 tmp.write_text("".join(s.to_json() + "\n" for s in samples), encoding="utf-8")
@@ -165,19 +212,85 @@ class Study:
                 n += len(samples)
         return {"samples": n}
 
-    def _train_step(self, name: str) -> dict[str, Any]:
-        from spanlab.pretrain.run import PretrainConfig, parse_count, pretrain
+    def pretrain_config(self, name: str) -> Any:
+        from spanlab.pretrain.data import DEFAULT_TASKS
+        from spanlab.pretrain.run import PretrainConfig, parse_count
 
         m = next(x for x in self.cfg.models if x.name == name)
         assert m.train is not None
         t = m.train
         heldout = [str(self.out / "heldout")] if self.cfg.heldout and (self.out / "heldout").is_dir() else []
-        return pretrain(PretrainConfig(
+        return PretrainConfig(
             arch=t.arch, size=t.size, context=t.context, tokens=parse_count(t.tokens), out=self.out / "train" / name,
             seed=self.cfg.seed, micro_batch_size=t.batch_size, grad_accum=t.grad_accum, lr=t.lr,
-            mixed_precision=t.mixed_precision, gradient_checkpointing=t.gradient_checkpointing,
-            task_fraction=t.task_fraction, heldout=heldout, save_every=t.save_every, progress=self.progress,
-        ))
+            warmup_fraction=t.warmup_fraction, mixed_precision=t.mixed_precision,
+            gradient_checkpointing=t.gradient_checkpointing, task_fraction=t.task_fraction,
+            tasks=tuple(t.tasks) if t.tasks else DEFAULT_TASKS, loss=t.loss, heldout=heldout,
+            save_every=t.save_every, progress=self.progress,
+            # One cache for the study: models with the same mixture read the same stream file.
+            data_dir=self.out / "data",
+        )
+
+    def _train_step(self, name: str) -> dict[str, Any]:
+        from spanlab.pretrain.run import pretrain
+
+        return pretrain(self.pretrain_config(name))
+
+    def _train_parallel(self, steps: list[Step], report: Callable[[Step, dict[str, Any], float], None]) -> None:
+        """Run train steps as concurrent processes (`python -m spanlab.pretrain.run`), at most
+        `train_parallel` at a time, after building their streams here once (with every core)."""
+        from dataclasses import asdict
+
+        from spanlab.pretrain.run import prepare_stream
+
+        configs = {s.id: self.pretrain_config(s.id.split(":", 1)[1]) for s in steps}
+        t0 = time.perf_counter()
+        for c in configs.values():  # identical mixtures resolve to one cached file
+            prepare_stream(c)
+        self.log(f"  training data ready in {time.perf_counter() - t0:.1f}s")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [str(Path(__file__).resolve().parents[2]),
+                                                                       os.environ.get("PYTHONPATH", "")] if p)}
+        queue = list(steps)
+        running: dict[str, tuple[subprocess.Popen, Any, float]] = {}
+        failed: list[str] = []
+        try:
+            while queue or running:
+                while queue and len(running) < self.cfg.train_parallel:
+                    step = queue.pop(0)
+                    cfg = configs[step.id]
+                    cfg.progress = False
+                    out = Path(cfg.out)
+                    out.mkdir(parents=True, exist_ok=True)
+                    spec = out / "pretrain_config.json"
+                    spec.write_text(json.dumps(asdict(cfg), default=str, indent=1))
+                    log = open(out.parent / f"{out.name}.log", "a", encoding="utf-8")  # noqa: SIM115 (closed when the child ends)
+                    proc = subprocess.Popen([sys.executable, "-m", "spanlab.pretrain.run", str(spec)], env=env,
+                                            stdout=log, stderr=subprocess.STDOUT)
+                    running[step.id] = (proc, log, time.perf_counter())
+                    self.log(f"  {step.id}: started (pid {proc.pid}, log {log.name})")
+                time.sleep(1.0)
+                for sid, (proc, log, started) in list(running.items()):
+                    if proc.poll() is None:
+                        continue
+                    log.close()
+                    del running[sid]
+                    step = next(s for s in steps if s.id == sid)
+                    out = Path(configs[sid].out)
+                    if proc.returncode != 0:
+                        tail = Path(log.name).read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+                        self.log(f"  {sid}: FAILED (exit {proc.returncode}); last lines of {log.name}:\n" + "\n".join(tail))
+                        failed.append(sid)
+                        continue
+                    from spanlab.pretrain.run import SUMMARY_FILE
+
+                    report(step, json.loads((out / SUMMARY_FILE).read_text()), time.perf_counter() - started)
+        finally:
+            for proc, log, _ in running.values():  # interrupted: stop the children, they resume later
+                proc.terminate()
+                proc.wait()
+                log.close()
+        if failed:
+            raise SpanlabError(f"training failed for {', '.join(failed)}; see the logs under {self.out / 'train'}")
 
     def finetune_config(self, name: str) -> Any:
         """The FinetuneConfig of one fine-tuning step (validates the config's `settings`)."""
@@ -192,14 +305,51 @@ class Study:
 
     def _finetune_step(self, name: str) -> dict[str, Any]:
         from spanlab.finetune.recipe import run_finetune
+        from spanlab.zoo import use_fast_ssd
 
+        use_fast_ssd()  # a Mamba2-family base trains through spanlab's scan (no-op for others)
         return run_finetune(self.finetune_config(name))
 
     def _eval_step(self, name: str, block: EvalBlock) -> dict[str, Any]:
         from spanlab.eval import run_eval
 
-        records = run_eval(self.eval_config(name, block))
+        records = run_eval(self.eval_config(name, block), samples=self.block_samples(name, block))
         return {"records": len(records)}
+
+    def profile_settings(self) -> dict[str, Any]:
+        """run_profile keyword arguments of the `profile:` section, relative lengths resolved
+        against the (first) pre-trained model's context."""
+        p = self.cfg.profile
+        assert p is not None
+        ctx = self.context_of(self.cfg.models[0].name)
+        return {
+            "variants": list(p.variants), "lengths": sorted({resolve_length(x, ctx) for x in p.lengths}),
+            "chunk_sizes": [resolve_length(x, ctx) for x in p.chunk_sizes], "window": resolve_length(p.window, ctx),
+            "group_size": p.group_size, "block_size": p.block_size, "top_k": p.top_k, "heads": p.heads,
+            "kv_heads": p.kv_heads or None, "head_dim": p.head_dim, "batch": p.batch, "dtype": p.dtype,
+            "mode": p.mode, "warmup": p.warmup, "repeats": p.repeats, "seed": self.cfg.seed,
+        }
+
+    def _profile_step(self) -> dict[str, Any]:
+        import torch
+
+        from spanlab.attention.profile import run_profile
+
+        p = self.cfg.profile
+        assert p is not None
+        device = self.cfg.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if not device.startswith("cuda") and not p.cpu:
+            raise StepSkipped("no CUDA device: the runtime/memory profile (Fig. 4) is a GPU measurement; "
+                              "resume this study on a GPU machine to add it (or set profile.cpu: true)")
+        if p.cpu and not device.startswith("cuda"):
+            device = "cpu"
+        csv_path = self.out / "profile" / "profile.csv"
+        rows = run_profile(**self.profile_settings(), device=device, csv_path=csv_path,
+                           on_row=lambda r: self.log(f"  {r.label:>16} L={r.length:>6} {r.ms:9.3f} ms "
+                                                     f"{r.peak_mem_gib:7.3f} GiB {r.status}"))
+        return {"csv": str(csv_path), "rows": len(rows), "device": device}
 
     def _ppl_step(self, name: str) -> dict[str, Any]:
         import torch
@@ -207,9 +357,11 @@ class Study:
         from spanlab.finetune.data import build_token_cache
         from spanlab.finetune.perplexity import perplexity
         from spanlab.finetune.recipe import load_base_model, load_tokenizer
+        from spanlab.zoo import use_fast_ssd
 
         spec = self.cfg.perplexity
         assert spec is not None
+        use_fast_ssd()
         path = self.model_path(name)
         lengths = [resolve_length(x, self.base_context(name)) for x in spec.lengths]
         device = self.cfg.device if self.cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -246,6 +398,14 @@ class Study:
         logs = {k: v for k, v in logs.items() if v.is_file()}
         if logs:
             plot_loss_curves(logs, dest / "loss_curves.png", title=f"{self.cfg.name}: pre-training loss")
+        profile_csv = self.out / "profile" / "profile.csv"
+        if profile_csv.is_file():
+            import shutil
+
+            from spanlab.attention.profile import plot_rows, read_rows
+
+            shutil.copy2(profile_csv, dest / "profile.csv")
+            plot_rows(read_rows(profile_csv), dest)
         summary = write_summary(self, dest)
         return {"report": str(dest), "summary": str(summary)}
 
@@ -274,6 +434,8 @@ class Study:
         if cfg.perplexity is not None:
             for n in [m.name for m in cfg.models] + [f.name for f in cfg.finetune]:
                 steps.append(Step(f"ppl:{n}", "ppl", lambda n=n: self._ppl_step(n)))
+        if cfg.profile is not None:
+            steps.append(Step("profile", "profile", self._profile_step))
         steps.append(Step("report", "report", self._report_step))
         return steps
 
@@ -281,25 +443,45 @@ class Study:
         self._pin_config()
         done = self.done_steps()
         steps = self.plan()
+        index = {s.id: i for i, s in enumerate(steps, 1)}
         t_all = time.perf_counter()
-        ran = []
-        for i, step in enumerate(steps, 1):
-            if only and step.kind not in only and step.id not in only:
-                continue
-            # The report always re-runs: it is cheap and must reflect every finished step.
-            if step.id in done and step.kind != "report":
-                self.log(f"[{i}/{len(steps)}] {step.id}: done, skipped")
-                continue
-            self.log(f"[{i}/{len(steps)}] {step.id} ...")
-            t0 = time.perf_counter()
-            result = step.run()
-            wall = time.perf_counter() - t0
+        ran: list[str] = []
+        skipped: list[str] = []
+
+        def finish(step: Step, result: dict[str, Any], wall: float) -> None:
             self._record({"step": step.id, "kind": step.kind, "wall_s": round(wall, 3),
                           "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                           "result": _jsonable(result)})
             ran.append(step.id)
-            self.log(f"[{i}/{len(steps)}] {step.id}: finished in {wall:.1f}s")
-        return {"out": str(self.out), "ran": ran, "wall_s": time.perf_counter() - t_all,
+            self.log(f"[{index[step.id]}/{len(steps)}] {step.id}: finished in {wall:.1f}s")
+
+        todo = []
+        for step in steps:
+            if only and step.kind not in only and step.id not in only:
+                continue
+            # The report always re-runs: it is cheap and must reflect every finished step.
+            if step.id in done and step.kind != "report":
+                self.log(f"[{index[step.id]}/{len(steps)}] {step.id}: done, skipped")
+                continue
+            todo.append(step)
+        pending_train = [s for s in todo if s.kind == "train"]
+        for step in todo:
+            if step.kind == "train" and self.cfg.train_parallel > 1 and len(pending_train) > 1:
+                if step is pending_train[0]:  # the whole group starts at its first member
+                    self.log(f"[{index[step.id]}/{len(steps)}] training {len(pending_train)} models, "
+                             f"{self.cfg.train_parallel} at a time ...")
+                    self._train_parallel(pending_train, finish)
+                continue
+            self.log(f"[{index[step.id]}/{len(steps)}] {step.id} ...")
+            t0 = time.perf_counter()
+            try:
+                result = step.run()
+            except StepSkipped as e:
+                self.log(f"[{index[step.id]}/{len(steps)}] {step.id}: not run here ({e})")
+                skipped.append(step.id)
+                continue
+            finish(step, result, time.perf_counter() - t0)
+        return {"out": str(self.out), "ran": ran, "not_run": skipped, "wall_s": time.perf_counter() - t_all,
                 "report": str(self.out / "report")}
 
 
@@ -340,6 +522,28 @@ def write_summary(study: Study, dest: Path) -> Path:
                       "|---|" + "---:|" * len(lens)]
             for name, r in rows.items():
                 lines.append(f"| {name} | " + " | ".join(f"{r[n]:.2f}" if n in r else "" for n in lens) + " |")
+    profile_csv = study.out / "profile" / "profile.csv"
+    if profile_csv.is_file():
+        from spanlab.attention.profile import read_rows
+
+        prow = read_rows(profile_csv)
+        lens = sorted({r.length for r in prow})
+        labels = list(dict.fromkeys(r.label for r in prow))
+        cell = {(r.label, r.length): r for r in prow}
+        dev = prow[0].device if prow else ""
+        mode = prow[0].mode if prow else ""
+        lines += ["", f"## Attention training step: time (ms) / peak memory (GiB), {mode} mode, {dev}", "",
+                  "| variant | " + " | ".join(map(str, lens)) + " |", "|---|" + "---:|" * len(lens)]
+        for lab in labels:
+            vals = []
+            for n in lens:
+                r = cell.get((lab, n))
+                vals.append("" if r is None else "OOM" if r.status != "ok" else f"{r.ms:.2f} / {r.peak_mem_gib:.2f}")
+            lines.append(f"| {lab} | " + " | ".join(vals) + " |")
+    elif study.cfg.profile is not None:
+        note = ("Not run: it needs a CUDA device (see the step log); resume the study on a GPU machine "
+                "to add it.")
+        lines += ["", "## Attention profile", "", note]
     report_md = dest / "report.md"
     if report_md.is_file():
         lines += ["", report_md.read_text(encoding="utf-8")]

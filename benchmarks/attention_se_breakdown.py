@@ -134,15 +134,46 @@ def chunk_rows(L: int, M: int, q, k, v, do) -> None:
     se.MEMORY_BACKWARD_SLICES = 2
     ref = se_attend(q, k, v, blocks, chunk_size=M, block_size=S)
     pad = PaddedSingleCall.apply(q, k, v, blocks, M)
-    err = float((pad.float() - ref.float()).norm() / ref.float().norm())
+    err = float((pad.float() - ref.float()).norm().detach() / ref.float().norm().detach())
     print(f"L={L} M={M}: padded vs attend rel err {err:.2e}; bf16 triton choice == fp32 torch choice: {same}")
-    # Host side: time to enqueue one step (no sync inside), after a sync.
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    rows["se"]()
-    host = (time.perf_counter() - t0) * 1e3
-    torch.cuda.synchronize()
-    print(f"L={L} M={M}: host enqueue of one se step {host:.3f} ms", flush=True)
+    # Host side: time to enqueue (no sync inside, after a sync), median of 5: whole step, selection,
+    # forward, backward. If the whole step's host time reaches its GPU time, launches are the limit.
+    def host(fn) -> float:
+        ts = []
+        for _ in range(5):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            ts.append((time.perf_counter() - t0) * 1e3)
+        torch.cuda.synchronize()
+        return statistics.median(ts)
+
+    outs = []
+
+    def fwd():
+        outs.append(se_attend(q, k, v, blocks, chunk_size=M, block_size=S))
+
+    def bwd():
+        outs.pop().backward(do)
+
+    parts = {
+        "step": host(rows["se"]),
+        "select": host(lambda: select_blocks(q, k, v, chunk_size=M, block_size=S, top_k=K, selection="relevance",
+                                             generator=None)),
+    }
+    fw, bw = [], []
+    for _ in range(5):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fwd()
+        fw.append((time.perf_counter() - t0) * 1e3)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        bwd()
+        bw.append((time.perf_counter() - t0) * 1e3)
+        torch.cuda.synchronize()
+    parts["attend fwd"], parts["attend bwd"] = statistics.median(fw), statistics.median(bw)
+    print(f"L={L} M={M}: host enqueue ms " + ", ".join(f"{k_} {v_:.3f}" for k_, v_ in parts.items()), flush=True)
 
 
 def kernel_table(L: int, q, k, v, do) -> None:
@@ -162,6 +193,11 @@ def kernel_table(L: int, q, k, v, do) -> None:
     busy = sum(e.self_device_time_total for e in prof.key_averages()) / 1e3 / n
     print(f"L={L} M=2048 profiler: {wall:.3f} ms per step (profiled), kernels {busy:.3f} ms -> GPU busy {busy / wall:.0%}")
     print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30, max_name_column_width=70))
+    # Host side of one step: which Python-level calls cost CPU time.
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as cprof:
+        fn()
+        torch.cuda.synchronize()
+    print(cprof.key_averages().table(sort_by="cpu_time_total", row_limit=40, max_name_column_width=60))
 
 
 def one_length(L: int, g: torch.Generator, profile: bool) -> None:

@@ -88,7 +88,31 @@ def check_planted(device: str, dtype=torch.float32) -> None:
     assert 3 in blocks[0, 0, 7].tolist() and 20 not in blocks[0, 0, 7].tolist()
 
 
+def check_se_kernels(device: str) -> None:
+    """The attention step's merge and chunk add equal their eager torch definitions; chunks before
+    i0 stay untouched, every other element is written."""
+    from spanlab.attention import se, se_triton
+
+    g = torch.Generator().manual_seed(2)
+    for N, nc, M, D, i0 in [(3, 4, 40, 32, 1), (2, 3, 70, 64, 2), (1, 2, 16, 128, 0)]:
+        for dtype in (torch.bfloat16, torch.float16, torch.float32):
+            o1, o2 = (torch.randn(N, n, M, D, generator=g).to(device=device, dtype=dtype) for n in (nc, nc - i0))
+            l1, l2 = (3 * torch.randn(N, n, M, generator=g).to(device) for n in (nc, nc - i0))
+            ref_o, ref_l = se._merge_eager(o1.double(), l1.double(), o2.double(), l2.double(), i0)
+            se_triton.merge_(o1, l1, o2, l2, i0)
+            tol = 1e-6 if dtype == torch.float32 else 1e-2
+            assert _rel(o1, ref_o) < tol and _rel(l1, ref_l) < 1e-6, (N, nc, M, D, i0, dtype)
+            dst = torch.randn(N, nc, M, D, generator=g).to(device=device, dtype=dtype)
+            src = torch.randn(N, nc - i0, M, D, generator=g).to(device=device, dtype=dtype)
+            ref = dst.double()
+            ref[:, i0:] += src.double()
+            se_triton.add_chunks_(dst, src, i0)
+            assert _rel(dst, ref) < (1e-7 if dtype == torch.float32 else 1e-2)
+            assert torch.equal(dst[:, :i0].double(), ref[:, :i0])
+
+
 def run_all(device: str) -> None:
+    check_se_kernels(device)
     if device == "cpu":  # the interpreter runs each program in Python: fewer, smaller cases
         small = [(1, 4, 2, 75, 32, 8), (1, 3, 1, 43, 64, 5), STATS_SHAPES[3]]
         check_block_stats(device, (torch.float32, torch.bfloat16), small)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
-from spanlab.attention import lse_kernels
+from spanlab.attention import lse_kernels, se_triton
 from spanlab.attention._checks import check_qkv
 from spanlab.attention.grouped import grouped_causal
 from spanlab.attention.selection import (
@@ -172,22 +172,25 @@ def se_attend(
     if G > 1:  # the kernels take one K/V head per query head; only GQA pays this copy
         k, v = k.repeat_interleave(G, dim=1), v.repeat_interleave(G, dim=1)
 
-    def head_major(x: torch.Tensor) -> torch.Tensor:
-        # (B, H, L, D) -> (B, H·nc, M, D): chunks become extra heads; a free view when L % M == 0.
-        return (F.pad(x, (0, 0, 0, pad)) if pad else x).reshape(B, H * nc, M, D)
+    def chunk_rows(x: torch.Tensor) -> torch.Tensor:
+        # (B, H, L, D) -> (B·H, nc, M, D): chunks become heads of a batch of B·H; a free view when L % M == 0.
+        return (F.pad(x, (0, 0, 0, pad)) if pad else x).reshape(B * H, nc, M, D)
 
-    # Slots reversed (worst first) so a chunk's valid slots are always its LAST n·S memory rows.
-    # Leading chunks with no eligible block (chunk 0 at least) get no memory piece at all.
+    # Leading chunks with no eligible block (chunk 0 at least) get no memory piece at all. A chunk's
+    # valid slots come first (best first), so one owning n < k blocks uses its first n·S memory rows.
     i0 = sum(n == 0 for n in counts)
-    tok = (blocks[:, :, i0:].flip(-1).unsqueeze(-1) * S + torch.arange(S, device=q.device)).reshape(B, H, (nc - i0) * T, 1)
-    out = _ChunkAndMemory.apply(head_major(q), head_major(k), head_major(v), tok, (B, H, nc, tuple(counts)), S, backends)
+    tok = (blocks[:, :, i0:].reshape(B * H, (nc - i0) * kk, 1) * S + _arange(S, q.device)).reshape(B * H, (nc - i0) * T, 1)
+    out = _ChunkAndMemory.apply(chunk_rows(q), chunk_rows(k), chunk_rows(v), tok, tuple(counts), S, backends)
     return out.view(B, H, nc * M, D)[:, :, :L]
 
 
+@functools.lru_cache(maxsize=16)
+def _arange(n: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(n, device=device)
+
+
 def _merge_eager(o1, l1, o2, l2, i0: int):
-    # o1 (N, nc, M, D), l1 (N, nc, M): causal piece of every chunk; o2, l2: memory piece of chunks
-    # i0.. only. The pads (memory of the first i0 chunks: weight exp(-inf) = 0) fuse into the
-    # pointwise kernel when compiled, so the skipped chunks cost no extra pass.
+    """(o1, l1) merged with the memory piece (o2, l2) of chunks i0.. (the first i0 have none)."""
     o2 = F.pad(o2, (0, 0, 0, 0, i0, 0))
     l2 = F.pad(l2, (0, 0, i0, 0), value=float("-inf"))
     lse = torch.logaddexp(l1, l2)
@@ -195,121 +198,126 @@ def _merge_eager(o1, l1, o2, l2, i0: int):
     return o.to(o1.dtype), lse
 
 
-@functools.cache
-def _merge_compiled():
-    # One fused pointwise kernel instead of ~8 passes over (B, H, L, D) float32 temporaries.
-    return torch.compile(_merge_eager, dynamic=True)
+def _use_triton(x: torch.Tensor) -> bool:
+    return x.is_cuda and se_triton.available()
 
 
 def _merge(o1, l1, o2, l2, i0):
-    if o1.is_cuda:
-        return _merge_compiled()(o1, l1, o2, l2, i0)
+    """Merged (out, lse); on CUDA in place in (o1, l1) by one Triton kernel."""
+    if _use_triton(o1):
+        se_triton.merge_(o1, l1, o2.contiguous(), l2.contiguous(), i0)
+        return o1, l1
     return _merge_eager(o1, l1, o2, l2, i0)
 
 
-def _strided_or_copied(fn, *xs):
+def _add_chunks_(dst: torch.Tensor, src: torch.Tensor, i0: int) -> None:
+    """dst (n, nc, M, D)[:, i0:] += src."""
+    if _use_triton(dst) and dst.is_contiguous():
+        se_triton.add_chunks_(dst, src.contiguous(), i0)
+    else:
+        dst[:, i0:].add_(src)
+
+
+# Kernels known to read and write strided (N, nc - i0, ·, D) views correctly. FlashAttention-2's
+# backward in PyTorch allocates dQ contiguous but writes it with q's strides (wrong dQ, seen on an
+# H100), so every other backend gets contiguous copies of the memory piece's query-side inputs.
+_STRIDED_OK = ("cudnn", "math")
+
+
+def _strided_or_copied(backend, fn, *xs):
     """Run a kernel on strided views (the memory piece skips leading chunks by slicing the
-    (B·H, nc, M, D) view, no copy); should a kernel reject those strides, retry on contiguous copies."""
+    (N, nc, M, D) view, no copy); copies for kernels that do not take them, or that reject them."""
+    if backend not in _STRIDED_OK:
+        return fn(*(x.contiguous() for x in xs))
     try:
         return fn(*xs)
-    except RuntimeError:
+    except RuntimeError:  # pragma: no cover - depends on the GPU's kernels
         if all(x.is_contiguous() for x in xs):
             raise
         return fn(*(x.contiguous() for x in xs))
 
 
 class _ChunkAndMemory(torch.autograd.Function):
-    """q, k, v, out: (B, H·nc, M, D), rows (batch, head·chunk, position). The memory piece works on
-    the (B·H, nc, M, D) view restricted to chunks i0.. (those that own at least one block); a
-    chunk's memory rows are (B·H, chunk - i0, slot·S, D)."""
+    """q, k, v, out: (N, nc, M, D), N = batch·heads, chunks as heads. The memory piece covers
+    chunks i0.. (those that own at least one block): queries (N, nc - i0, M, D) as a strided view,
+    keys/values gathered into (N, nc - i0, T, D), T = k·S, slot-major."""
 
     @staticmethod
-    def forward(ctx, q, k, v, tok, layout, S, backends):
-        B, H, nc, counts = layout
-        M, D = q.shape[2], q.shape[3]
+    def forward(ctx, q, k, v, tok, counts, S, backends):
+        N, nc, M, D = q.shape
         i0 = sum(n == 0 for n in counts)
-        ncm, N = nc - i0, B * H
-        T = tok.shape[2] // ncm
+        ncm = nc - i0
+        T = tok.shape[1] // ncm
         kk = T // S
         # The gather lives inside the Function so the backward can scatter straight into dK, dV.
-        idx = tok.expand(B, H, ncm * T, D)
-        km = torch.gather(k.view(B, H, nc * M, D), 2, idx).view(N, ncm, T, D)
-        vm = torch.gather(v.view(B, H, nc * M, D), 2, idx).view(N, ncm, T, D)
-        qm = q.view(N, nc, M, D)[:, i0:]
+        idx = tok.expand(N, ncm * T, D)
+        km = torch.gather(k.view(N, nc * M, D), 1, idx).view(N, ncm, T, D)
+        vm = torch.gather(v.view(N, nc * M, D), 1, idx).view(N, ncm, T, D)
         last_err: Exception | None = None
         for backend in backends:  # cuDNN rejects some shapes; fall back to the next kernel
             try:
                 o1, l1, st1 = lse_kernels.forward(backend, q, k, v, True)
                 # Every chunk against its full k·S memory rows in one call, then recompute the few
                 # chunks that own fewer than k blocks (only when M < k·S) on their valid rows.
-                o2, l2, st2 = _strided_or_copied(lambda *x, be=backend: lse_kernels.forward(be, *x, False), qm, km, vm)
+                o2, l2, st2 = _strided_or_copied(
+                    backend, lambda *x, be=backend: lse_kernels.forward(be, *x, False), q[:, i0:], km, vm
+                )
                 partial = []
                 for i, n in enumerate(counts):
                     if 0 < n < kk:
-                        qi, kmi, vmi = _partial(q.view(N, nc, M, D), km, vm, i, i - i0, n * S)
-                        oi, li, sti = lse_kernels.forward(backend, qi, kmi, vmi, False)
-                        o2[:, i - i0 : i - i0 + 1], l2[:, i - i0 : i - i0 + 1] = oi, li
+                        mi = i - i0
+                        oi, li, sti = lse_kernels.forward(backend, *_partial(q, km, vm, i, mi, n * S), False)
+                        o2[:, mi : mi + 1], l2[:, mi : mi + 1] = oi, li
                         partial.append((i, n, sti))
                 break
             except RuntimeError as e:  # pragma: no cover - depends on the GPU's kernels
                 last_err = e
         else:
             raise last_err  # type: ignore[misc]
-        out, lse = _merge(o1.view(N, nc, M, D), l1.view(N, nc, M), o2, l2, i0)
-        out, lse = out.view(B, H * nc, M, D), lse.view(B, H * nc, M)
+        out, lse = _merge(o1, l1.view(N, nc, M), o2, l2.view(N, ncm, M), i0)
         ctx.save_for_backward(q, k, v, km, vm, tok, out, lse)
-        ctx.meta = (layout, S, backend, st1, st2, partial)
+        ctx.meta = (counts, S, backend, st1, st2, partial)
         return out
 
     @staticmethod
     def backward(ctx, dout):
         q, k, v, km, vm, tok, out, lse = ctx.saved_tensors
-        (B, H, nc, counts), S, backend, st1, st2, partial = ctx.meta
-        M, D = q.shape[2], q.shape[3]
+        counts, S, backend, st1, st2, partial = ctx.meta
+        N, nc, M, D = q.shape
         i0 = sum(n == 0 for n in counts)
         ncm, T = nc - i0, km.shape[2]
         dout = dout.contiguous()
         dq, dk, dv = lse_kernels.backward(backend, dout, q, k, v, out, lse, st1, True)
-        dk = dk.contiguous()
-        dv = dv.contiguous()
-        # The memory piece runs in slices of whole (batch, head)s and each slice's dQ share is added
-        # into dq in place: a full-size second dQ (plus the kernel's float32 dQ workspace, twice its
-        # size) never sits next to the causal piece's, which keeps the backward's peak at about full
-        # attention's. Same kernels, same total work; only the launches double.
-        for b0, b1, h0, h1 in _slices(B, H):
-            Bs, Hs = b1 - b0, h1 - h0
-
-            def part(x: torch.Tensor, b0=b0, b1=b1, h0=h0, h1=h1) -> torch.Tensor:
-                # (N, n, R[, D]) view -> this slice's (Bs·Hs, n, R[, D]); contiguous by construction of _slices.
-                return x.view(B, H, *x.shape[1:])[b0:b1, h0:h1].reshape(-1, *x.shape[1:])
-
-            def chunks(x: torch.Tensor, b0=b0, b1=b1, h0=h0, h1=h1) -> torch.Tensor:
-                # (B, H·nc, M[, D]) -> the slice's (Bs·Hs, nc, M[, D]) view
-                return part(x.view(B * H, nc, *x.shape[2:]), b0, b1, h0, h1)
-
-            qs, outs, lses, douts, dqs = chunks(q), chunks(out), chunks(lse), chunks(dout), chunks(dq)
-            kms, vms = part(km), part(vm)
+        dq, dk, dv = dq.contiguous(), dk.contiguous(), dv.contiguous()
+        dk3, dv3 = dk.view(N, nc * M, D), dv.view(N, nc * M, D)
+        qm, om, lm, dom = q[:, i0:], out[:, i0:], lse[:, i0:], dout[:, i0:]
+        # The memory piece runs in slices of the N = batch·heads axis, and each slice's dQ share
+        # is added into dq in place: a full-size second dQ (plus the kernel's float32 dQ workspace,
+        # twice its size) never sits next to the causal piece's, which keeps the backward's peak
+        # at about full attention's. Same kernels and total work; one more launch per slice.
+        for n0, n1 in _slices(N):
             dq2, dkm, dvm = _strided_or_copied(
+                backend,
                 lambda do_, q_, km_, vm_, o_, l_: lse_kernels.backward(backend, do_, q_, km_, vm_, o_, l_, st2, False),
-                douts[:, i0:], qs[:, i0:], kms, vms, outs[:, i0:], lses[:, i0:],
+                dom[n0:n1], qm[n0:n1], km[n0:n1], vm[n0:n1], om[n0:n1], lm[n0:n1],
             )
             # With the merged lse each memory row's gradient is exact; chunks owning fewer than k
-            # blocks are recomputed on their valid rows.
+            # blocks are recomputed on their valid rows (the first n·S).
             for i, n, sti in partial:
                 mi = i - i0
-                qi, kmi, vmi = _partial(qs, kms, vms, i, mi, n * S)
-                oi, li, doi = (x[:, i : i + 1].contiguous() for x in (outs, lses, douts))
+                qi, kmi, vmi = _partial(q[n0:n1], km[n0:n1], vm[n0:n1], i, mi, n * S)
+                oi, li, doi = (x[n0:n1, i : i + 1].contiguous() for x in (out, lse, dout))
                 dqi, dkmi, dvmi = lse_kernels.backward(backend, doi, qi, kmi, vmi, oi, li, sti, False)
                 dq2[:, mi : mi + 1] = dqi
                 dkm[:, mi : mi + 1] = 0
                 dvm[:, mi : mi + 1] = 0
-                dkm[:, mi : mi + 1, T - n * S :] = dkmi
-                dvm[:, mi : mi + 1, T - n * S :] = dvmi
-            dqs[:, i0:].add_(dq2)
+                dkm[:, mi : mi + 1, : n * S] = dkmi
+                dvm[:, mi : mi + 1, : n * S] = dvmi
+            _add_chunks_(dq[n0:n1], dq2, i0)
             del dq2
-            idx = tok[b0:b1, h0:h1].expand(Bs, Hs, ncm * T, D)
-            dk.view(B, H, nc * M, D)[b0:b1, h0:h1].scatter_add_(2, idx, dkm.view(Bs, Hs, ncm * T, D))
-            dv.view(B, H, nc * M, D)[b0:b1, h0:h1].scatter_add_(2, idx, dvm.view(Bs, Hs, ncm * T, D))
+            idx = tok[n0:n1].expand(n1 - n0, ncm * T, D)
+            dk3[n0:n1].scatter_add_(1, idx, dkm.view(n1 - n0, ncm * T, D))
+            dv3[n0:n1].scatter_add_(1, idx, dvm.view(n1 - n0, ncm * T, D))
             del dkm, dvm
         return dq, dk, dv, None, None, None, None
 
@@ -317,21 +325,14 @@ class _ChunkAndMemory(torch.autograd.Function):
 MEMORY_BACKWARD_SLICES = 2
 
 
-def _slices(B: int, H: int) -> list[tuple[int, int, int, int]]:
-    """(b0, b1, h0, h1) ranges for the memory piece's backward, each a contiguous slice of the
-    (B, H·nc, ·, D) head-major tensors: halves of the batch when B > 1, else halves of the heads."""
-    n = MEMORY_BACKWARD_SLICES
-    if B >= n:
-        cuts = [B * i // n for i in range(n + 1)]
-        return [(cuts[i], cuts[i + 1], 0, H) for i in range(n)]
-    if B == 1 and H >= n:
-        cuts = [H * i // n for i in range(n + 1)]
-        return [(0, 1, cuts[i], cuts[i + 1]) for i in range(n)]
-    return [(0, B, 0, H)]
+def _slices(N: int) -> list[tuple[int, int]]:
+    """Contiguous ranges of the N = batch·heads axis for the memory piece's backward."""
+    n = min(MEMORY_BACKWARD_SLICES, N)
+    cuts = [N * i // n for i in range(n + 1)]
+    return [(cuts[i], cuts[i + 1]) for i in range(n)]
 
 
-def _partial(q4, km, vm, i, mi, rows):
-    """Chunk i's queries (from the (N, nc, M, D) view) and the last `rows` memory rows of its
-    memory slot mi = i - i0, as contiguous (N, 1, ·, D) tensors."""
-    T = km.shape[2]
-    return q4[:, i : i + 1].contiguous(), km[:, mi : mi + 1, T - rows :].contiguous(), vm[:, mi : mi + 1, T - rows :].contiguous()
+def _partial(q, km, vm, i, mi, rows):
+    """Chunk i's queries (N, 1, M, D) and the first `rows` rows of its memory slot mi = i - i0,
+    as contiguous tensors."""
+    return q[:, i : i + 1].contiguous(), km[:, mi : mi + 1, :rows].contiguous(), vm[:, mi : mi + 1, :rows].contiguous()

@@ -14,6 +14,7 @@ small (B, H, n_chunks, n_blocks) tensor.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -193,12 +194,18 @@ def top_blocks(scores: torch.Tensor, chunk_size: int, block_size: int, top_k: in
     kk = min(top_k, nb)
     if kk == 0:
         return torch.zeros((B, H, nc, 0), dtype=torch.long, device=scores.device)
-    chunk_start = torch.arange(nc, device=scores.device) * chunk_size
-    block_end = (torch.arange(nb, device=scores.device) + 1) * block_size
-    eligible = block_end[None, :] <= chunk_start[:, None]  # (nc, nb)
-    masked = scores.masked_fill(~eligible, float("-inf")).flip(-1)
+    masked = scores.flip(-1).masked_fill(_ineligible_flipped(nc, nb, chunk_size, block_size, scores.device), float("-inf"))
     order = torch.sort(masked, dim=-1, descending=True, stable=True).indices[..., :kk]
     return (nb - 1) - order
+
+
+@functools.lru_cache(maxsize=64)
+def _ineligible_flipped(nc: int, nb: int, chunk_size: int, block_size: int, device: torch.device) -> torch.Tensor:
+    """(nc, nb) bool, block axis reversed: True where block nb-1-j' does not end before chunk i starts.
+    Cached: it depends on shapes only, and rebuilding it cost ~6 small launches per call."""
+    chunk_start = torch.arange(nc, device=device) * chunk_size
+    block_end = (torch.arange(nb, device=device) + 1) * block_size
+    return (block_end[None, :] > chunk_start[:, None]).flip(-1)
 
 
 def select_blocks(

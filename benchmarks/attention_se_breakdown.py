@@ -208,6 +208,13 @@ def one_length(L: int, g: torch.Generator, profile: bool) -> None:
         t = bench(lambda impl=impl: select_blocks(q, k, v, chunk_size=2048, block_size=S, top_k=K, selection="relevance",
                                                   generator=None, impl=impl))
         print(f"L={L}: select[{impl}] {t:.3f} ms", flush=True)
+    from spanlab.attention import selection_triton
+
+    for w in (2, 4, 8):
+        selection_triton.NUM_WARPS = w
+        t = bench(lambda: selection_triton.block_stats(q, k, v, S), rep=20)
+        print(f"L={L}: block_stats kernel, {w} warps: {t:.3f} ms", flush=True)
+    selection_triton.NUM_WARPS = None
     for M in (2048, 4096):
         chunk_rows(L, M, q, k, v, do)
     if profile:

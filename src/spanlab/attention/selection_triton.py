@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     tl = None
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+NUM_WARPS: int | None = None  # override of the per-tile choice below (benchmarks)
 
 
 def available() -> bool:
@@ -133,7 +134,7 @@ def block_stats(
     BS = max(16, triton.next_power_of_2(S))
     BD = max(16, triton.next_power_of_2(D))
     # Warps by tile size: a 32×128 block is 3 × 8 KB of bf16 loads; 4 warps keep several blocks per SM in flight.
-    num_warps = 4 if BS * BD <= 4096 else 8
+    num_warps = NUM_WARPS or (4 if BS * BD <= 4096 else 8)
     _kernel()[(nbq, B * H)](
         q, k, v, c, qs,
         *q.stride(), *k.stride(), *v.stride(),

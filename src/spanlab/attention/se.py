@@ -1,13 +1,21 @@
 """SE-Attn (Span-Expanded Attention) fast path: retrieval, a gather, and fused attention kernels.
 
 Each chunk of M queries attends jointly to its own causal prefix and to the k·S tokens of its
-retrieved blocks. Chunks become extra heads — (B, H, L, D) viewed as (B, H·nc, M, D), free for MHA
-when L % M == 0 — and the attention is computed as two fused calls merged by their log-sum-exps:
-causal over the chunk (cuDNN) and dense over the retrieved rows (cuDNN). The backward runs each
-call's fused backward with the merged output and log-sum-exp, which gives each piece's exact share
-of dQ and its full dK, dV (FlashAttention's split-KV identity); the retrieved rows' gradients are
-scattered straight into dK, dV. No L×L tensor exists, the only data-dependent step (which blocks)
-is a gather, and nothing synchronises with the host.
+retrieved blocks. Chunks become heads — (B, H, L, D) viewed as (B·H, nc, M, D), free for MHA when
+L % M == 0 — and the attention is computed as two fused calls merged by their log-sum-exps:
+causal over the chunk (cuDNN) and dense over the retrieved rows (cuDNN), the latter only for the
+chunks that own a block (a strided view skips the leading ones, chunk 0 at least). The backward
+runs each call's fused backward with the merged output and log-sum-exp, which gives each piece's
+exact share of dQ and its full dK, dV (FlashAttention's split-KV identity); the retrieved rows'
+gradients are scattered straight into dK, dV. No L×L tensor exists, the only data-dependent step
+(which blocks) is a gather, and nothing synchronises with the host.
+
+Order of work in one call (CUDA): the causal piece's forward kernel is queued first, then block
+selection (one Triton kernel + a few small ops, `selection.py`), the gather, the memory piece, and
+the in-place Triton merge (`se_triton.py`); the GPU runs the causal kernel while the host issues
+selection's launches. The backward runs the memory piece in two slices of the batch·heads axis,
+adding each slice's dQ into the causal piece's in place, so peak memory stays near full
+attention's. Measurements and the alternatives that lost: docs/benchmarks.md.
 
 `backend="sdpa"` (used for float32 on CUDA) instead lays each chunk's keys out as
 [k·S retrieved | M own] and runs one `scaled_dot_product_attention` with `causal_lower_right`
@@ -66,10 +74,22 @@ def se_attention(
     check_qkv(q, k, v)
     check_selection(selection, block_size, top_k)
     M = resolve_chunk_size(chunk_size, generator)
-    blocks = select_blocks(
-        q, k, v, chunk_size=M, block_size=block_size, top_k=top_k, selection=selection, generator=generator
-    )
-    return se_attend(q, k, v, blocks, chunk_size=M, block_size=block_size)
+    L = q.shape[2]
+    kk = 0 if selection == "none" else min(top_k, L // block_size)
+
+    def blocks() -> torch.Tensor:
+        return select_blocks(
+            q, k, v, chunk_size=M, block_size=block_size, top_k=top_k, selection=selection, generator=generator
+        )
+
+    if kk == 0 or valid_counts(L, M, block_size, kk)[-1] == 0:
+        if selection == "random":
+            blocks()  # nothing to retrieve, but the draw still advances `generator` as always
+        return grouped_causal(q, k, v, M)
+    # Selection runs inside the attention call, after the causal piece's kernel is queued: that
+    # kernel does not need the blocks, so the GPU computes it while the host issues selection's
+    # small launches, instead of idling through them (~0.3 ms per call at 32K tokens on an H100).
+    return _se_attend(q, k, v, blocks, kk, chunk_size=M, block_size=block_size, backend=None)
 
 
 def _se_attend_lower_right(
@@ -155,20 +175,25 @@ def se_attend(
     (all chunks in one fused call) and dense over its retrieved k·S keys (one fused call for all
     chunks with the same number of valid blocks). See `lse_kernels` for why the backward is exact.
     """
+    return _se_attend(q, k, v, blocks, blocks.shape[-1], chunk_size=chunk_size, block_size=block_size, backend=backend)
+
+
+def _se_attend(q, k, v, blocks, kk: int, *, chunk_size: int, block_size: int, backend: str | None) -> torch.Tensor:
+    """`se_attend` with `blocks` either the (B, H, nc, kk) tensor or a function returning it (called
+    once, after the causal piece's forward kernel has been queued)."""
     B, H, L, D = q.shape
     Hk = k.shape[1]
     G = H // Hk
     M, S = chunk_size, block_size
-    kk = blocks.shape[-1]
     counts = valid_counts(L, M, S, kk)
     if kk == 0 or counts[-1] == 0:  # nothing retrievable anywhere: chunked causal attention
         return grouped_causal(q, k, v, M)
     backends = (backend,) if backend else default_backends(q)
     if backends[0] == "sdpa":
+        blocks = blocks() if callable(blocks) else blocks
         return _se_attend_lower_right(q, k, v, blocks, chunk_size=M, block_size=S, counts=counts)
     nc = len(counts)
     pad = nc * M - L
-    T = kk * S
     if G > 1:  # the kernels take one K/V head per query head; only GQA pays this copy
         k, v = k.repeat_interleave(G, dim=1), v.repeat_interleave(G, dim=1)
 
@@ -176,12 +201,18 @@ def se_attend(
         # (B, H, L, D) -> (B·H, nc, M, D): chunks become heads of a batch of B·H; a free view when L % M == 0.
         return (F.pad(x, (0, 0, 0, pad)) if pad else x).reshape(B * H, nc, M, D)
 
-    # Leading chunks with no eligible block (chunk 0 at least) get no memory piece at all. A chunk's
-    # valid slots come first (best first), so one owning n < k blocks uses its first n·S memory rows.
-    i0 = sum(n == 0 for n in counts)
-    tok = (blocks[:, :, i0:].reshape(B * H, (nc - i0) * kk, 1) * S + _arange(S, q.device)).reshape(B * H, (nc - i0) * T, 1)
-    out = _ChunkAndMemory.apply(chunk_rows(q), chunk_rows(k), chunk_rows(v), tok, tuple(counts), S, backends)
+    out = _ChunkAndMemory.apply(chunk_rows(q), chunk_rows(k), chunk_rows(v), blocks, tuple(counts), S, backends)
     return out.view(B, H, nc * M, D)[:, :, :L]
+
+
+def _tokens(blocks: torch.Tensor, i0: int, S: int) -> torch.Tensor:
+    """Key rows (N, (nc - i0)·k·S, 1) of the retrieved blocks of chunks i0.., slot-major.
+
+    Leading chunks with no eligible block (chunk 0 at least) get no memory piece at all. A chunk's
+    valid slots come first (best first), so one owning n < k blocks uses its first n·S memory rows."""
+    B, H, nc, kk = blocks.shape
+    rows = blocks[:, :, i0:].reshape(B * H, (nc - i0) * kk, 1) * S + _arange(S, blocks.device)
+    return rows.reshape(B * H, (nc - i0) * kk * S, 1)
 
 
 @functools.lru_cache(maxsize=16)
@@ -243,20 +274,23 @@ class _ChunkAndMemory(torch.autograd.Function):
     keys/values gathered into (N, nc - i0, T, D), T = k·S, slot-major."""
 
     @staticmethod
-    def forward(ctx, q, k, v, tok, counts, S, backends):
+    def forward(ctx, q, k, v, blocks, counts, S, backends):
         N, nc, M, D = q.shape
         i0 = sum(n == 0 for n in counts)
         ncm = nc - i0
-        T = tok.shape[1] // ncm
-        kk = T // S
-        # The gather lives inside the Function so the backward can scatter straight into dK, dV.
-        idx = tok.expand(N, ncm * T, D)
-        km = torch.gather(k.view(N, nc * M, D), 1, idx).view(N, ncm, T, D)
-        vm = torch.gather(v.view(N, nc * M, D), 1, idx).view(N, ncm, T, D)
+        tok = None
         last_err: Exception | None = None
         for backend in backends:  # cuDNN rejects some shapes; fall back to the next kernel
             try:
                 o1, l1, st1 = lse_kernels.forward(backend, q, k, v, True)
+                if tok is None:  # selection (if deferred) runs once, behind the causal kernel
+                    tok = _tokens(blocks() if callable(blocks) else blocks, i0, S)
+                    T = tok.shape[1] // ncm
+                    kk = T // S
+                    # The gather lives inside the Function so the backward can scatter straight into dK, dV.
+                    idx = tok.expand(N, ncm * T, D)
+                    km = torch.gather(k.view(N, nc * M, D), 1, idx).view(N, ncm, T, D)
+                    vm = torch.gather(v.view(N, nc * M, D), 1, idx).view(N, ncm, T, D)
                 # Every chunk against its full k·S memory rows in one call, then recompute the few
                 # chunks that own fewer than k blocks (only when M < k·S) on their valid rows.
                 o2, l2, st2 = _strided_or_copied(

@@ -81,33 +81,27 @@ def padded_batch(tok, prompts, device):
 
 
 def prefill_batch(model, ids, mask) -> float:
-    """Median seconds of one forward over a left-padded batch (what generate's prefill runs)."""
-    torch.cuda.synchronize()
-    with torch.inference_mode():
-        model(ids, attention_mask=mask, use_cache=False, logits_to_keep=1)  # warm-up
-        ts = []
-        for _ in range(3):
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
+    """Seconds of one forward over a left-padded batch (what generate's prefill runs)."""
+    def one():
+        with torch.inference_mode():
             model(ids, attention_mask=mask, use_cache=False, logits_to_keep=1)
-            e.record()
-            torch.cuda.synchronize()
-            ts.append(s.elapsed_time(e) / 1e3)
-    return sorted(ts)[1]
+    return prefill_timed(one)
 
 
 def prefill_timed(fn) -> float:
-    """Median seconds of `fn` (3 runs after a warm-up), CUDA events."""
+    """Median seconds of `fn` (3 runs after a warm-up; one when a run takes over a second), CUDA events."""
+    t = time.perf_counter()
     fn()
+    torch.cuda.synchronize()
     ts = []
-    for _ in range(3):
+    for _ in range(3 if time.perf_counter() - t < 1 else 1):
         s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         s.record()
         fn()
         e.record()
         torch.cuda.synchronize()
         ts.append(s.elapsed_time(e) / 1e3)
-    return sorted(ts)[1]
+    return sorted(ts)[len(ts) // 2]
 
 
 class StepTimer:
@@ -247,9 +241,20 @@ def main() -> None:
                 ss = samples[length]
                 cfg = {"model": arch, "batch_size": args.batch_size, "max_batch_tokens": mbt, "progress": False}
                 torch.cuda.reset_peak_memory_stats()
+                gen_s = [0.0]
+                real_generate = backend.generate
+
+                def timed_generate(*a, real=real_generate, acc=gen_s, **k):
+                    t0 = time.perf_counter()
+                    try:
+                        return real(*a, **k)
+                    finally:
+                        acc[0] += time.perf_counter() - t0
+                backend.generate = timed_generate
                 try:
                     with tempfile.TemporaryDirectory() as d:
                         run_eval(EvalConfig(out=d, **cfg), backend, samples=ss[:2])  # warm-up
+                    gen_s[0] = 0.0
                     with tempfile.TemporaryDirectory() as d:
                         torch.cuda.synchronize()
                         t = time.perf_counter()
@@ -257,6 +262,21 @@ def main() -> None:
                         torch.cuda.synchronize()
                         ours = time.perf_counter() - t
                     peak_mem = torch.cuda.max_memory_allocated() / 2**30
+                except Exception as e:  # noqa: BLE001 - one failing variant must not lose the others' numbers
+                    print(json.dumps({"arch": arch, "variant": variant, "length": length, "error": repr(e)[:300]}), flush=True)
+                    torch.cuda.empty_cache()
+                    continue
+                finally:
+                    backend.generate = real_generate
+                r_s, r_scan = ruler.get(length, (float("nan"), "-"))
+                row = {"device": name, "arch": arch, "variant": variant, "params": nparams, "length": length,
+                       "ruler_s_per_sample": round(r_s, 4), "ruler_scan": r_scan,
+                       "ours_s_per_sample": round(ours / n, 4), "ours_samples_per_s": round(n / ours, 3),
+                       "speedup": round(r_s / (ours / n), 2), "ours_n": n, "generate_fraction": round(gen_s[0] / ours, 3),
+                       "mean_new_tokens": round(sum(x["new_tokens"] for x in recs) / len(recs), 1),
+                       "peak_mem_gib": round(peak_mem, 1)}
+                torch.cuda.empty_cache()
+                try:
                     # Probes at the batch the engine used: prefill over the padded batch, decode steps.
                     batch = max(x["batch_size"] for x in recs)
                     ids, mask = padded_batch(tok, [x.prompt for x in ss[:batch]], dev)
@@ -274,21 +294,15 @@ def main() -> None:
                     flops = flops_per_token(model, ids.shape[1]) * real
                     prof = (os.path.join(args.profile_dir, f"{arch}-{variant}-{length}.txt")
                             if args.profile_dir and variant == "auto" else None)
-                    step_ms = decode_step_ms(backend, ids, mask, args.decode_steps, prof)
-                except Exception as e:  # noqa: BLE001 - one failing variant must not lose the others' numbers
-                    print(json.dumps({"arch": arch, "variant": variant, "length": length, "error": repr(e)[:300]}), flush=True)
+                    row.update(batch=batch, prompt_tokens=ids.shape[1], batch_prefill_s=round(pb, 4),
+                               batch_prefill_tok_per_s=round(real / pb), batch_prefill_tflops=round(flops / pb / 1e12, 1),
+                               batch_prefill_mfu=round(flops / pb / peak, 3), pad_fraction=round(1 - real / ids.numel(), 4))
+                    del ids, mask
                     torch.cuda.empty_cache()
-                    continue
-                r_s, r_scan = ruler.get(length, (float("nan"), "-"))
-                row = {"device": name, "arch": arch, "variant": variant, "params": nparams, "length": length,
-                       "prompt_tokens": ids.shape[1], "ruler_s_per_sample": round(r_s, 4), "ruler_scan": r_scan,
-                       "ours_s_per_sample": round(ours / n, 4), "ours_samples_per_s": round(n / ours, 3),
-                       "speedup": round(r_s / (ours / n), 2), "ours_n": n, "batch": batch,
-                       "mean_new_tokens": round(sum(x["new_tokens"] for x in recs) / len(recs), 1),
-                       "batch_prefill_s": round(pb, 4), "batch_prefill_tok_per_s": round(real / pb),
-                       "batch_prefill_tflops": round(flops / pb / 1e12, 1), "batch_prefill_mfu": round(flops / pb / peak, 3),
-                       "pad_fraction": round(1 - real / ids.numel(), 4), "decode_step_ms": round(step_ms, 2),
-                       "peak_mem_gib": round(peak_mem, 1)}
+                    ids, mask = padded_batch(tok, [x.prompt for x in ss[:batch]], dev)
+                    row["decode_step_ms"] = round(decode_step_ms(backend, ids, mask, args.decode_steps, prof), 2)
+                except Exception as e:  # noqa: BLE001 - the end-to-end number stands without the probes
+                    row["probe_error"] = repr(e)[:300]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 torch.cuda.empty_cache()
@@ -303,10 +317,12 @@ def main() -> None:
               f"{r.get('ruler_s_per_sample', float('nan')):14.3f} {r.get('error', '')[:60]}")
     print("\narch    variant     length  RULER s/sample  ours s/sample  speedup  samples/s  batch  "
           "batch prefill tok/s  TFLOP/s  MFU   decode ms/step  peak GiB")
+    nan = float("nan")
     for r in rows:
         print(f"{r['arch']:7s} {r['variant']:11s} {r['length']:6d}  {r['ruler_s_per_sample']:14.3f}  {r['ours_s_per_sample']:13.3f}  "
-              f"{r['speedup']:7.1f}  {r['ours_samples_per_s']:9.2f}  {r['batch']:5d}  {r['batch_prefill_tok_per_s']:19d}  "
-              f"{r['batch_prefill_tflops']:7.1f}  {r['batch_prefill_mfu']:.2f}  {r['decode_step_ms']:14.2f}  {r['peak_mem_gib']:8.1f}")
+              f"{r['speedup']:7.1f}  {r['ours_samples_per_s']:9.2f}  {r.get('batch', 0):5d}  {r.get('batch_prefill_tok_per_s', 0):19d}  "
+              f"{r.get('batch_prefill_tflops', nan):7.1f}  {r.get('batch_prefill_mfu', nan):.2f}  "
+              f"{r.get('decode_step_ms', nan):14.2f}  {r['peak_mem_gib']:8.1f}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"baseline": base_rows, "ours": rows}, f, indent=2)

@@ -12,6 +12,22 @@ from transformers import PreTrainedTokenizerFast
 from spanlab.tasks.essays import essay_sentences
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_count_cache(tmp_path_factory):
+    """Token-count tables (spanlab.tasks.diskcache) go to a folder of this test session, not to the
+    user's cache, unless the caller chose one (SPANLAB_CACHE_DIR=off tests without any)."""
+    import os
+
+    from spanlab.tasks.diskcache import ENV
+
+    if ENV in os.environ:
+        yield
+        return
+    os.environ[ENV] = str(tmp_path_factory.mktemp("spanlab-cache"))
+    yield
+    os.environ.pop(ENV, None)
+
+
 def _corpus() -> list[str]:
     return list(essay_sentences()[:3000])
 

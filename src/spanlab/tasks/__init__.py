@@ -11,7 +11,6 @@ Public API:
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from spanlab.errors import SpanlabError
@@ -50,7 +49,7 @@ def generate(
     `tokenizer` is a loaded tokenizer, a name/path for `load_tokenizer`, or None for the built-in one.
     `params` override the task's defaults (NIAH: depth, haystack, key_type, value_type, num_keys,
     num_values, num_queries; QA: qa_data or qa_file). Samples are built in `num_workers` threads
-    (default: one per CPU; token counting runs in Rust without the GIL). Every sample satisfies
+    (default: one per CPU where token counting runs in Rust without the GIL, else one). Every sample satisfies
     prompt tokens + tokens_to_generate = `sample.length` <= `length`.
     """
     t = get_task(task)
@@ -88,12 +87,20 @@ def generate(
         first = one(start)
     ctx.verify = False
     out = [first]
-    workers = min(num_workers or os.cpu_count() or 1, num_samples - 1)
+    if num_workers is None:
+        # threads pay only where counting runs in Rust without the GIL; Python-side counting
+        # (`ByteLevelCounts`) under the GIL gains nothing from them and loses to their switching
+        # (fwe at 16K: ~45 % more CPU with two threads than with one on the 2-core VM)
+        num_workers = 1 if ctx.counter.python_counting else (os.cpu_count() or 1)
+    workers = min(num_workers, num_samples - 1)
     if workers <= 1:
         out.extend(one(i) for i in range(start + 1, start + num_samples))
     else:
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(workers) as ex:
             out.extend(ex.map(one, range(start + 1, start + num_samples)))
+    ctx.counter.save()  # tables learnt in this batch, for the next process (spanlab.tasks.diskcache)
     return out
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from abc import ABC, abstractmethod
 import random
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -40,6 +40,10 @@ class Draft:
 
 class AdditivityMismatch(Exception):
     """A first-sample check found summed piece counts differing from a full tokenisation."""
+
+
+class NotAdditive(Exception):
+    """A closed-form count (`fit_shuffled`'s `count_n`) met a unit it cannot sum; count prompts instead."""
 
 
 def join_parts(head: str, items: list[str], sep: str, tail: str) -> list[str]:
@@ -116,15 +120,29 @@ def fit_draft(ctx: Context, render: Callable[[int], Draft], cost: Callable[[int]
 
 
 def fit_shuffled(ctx: Context, render: Callable[[int, bool], Draft], cost: Callable[[int], float],
-                 n_max: int) -> tuple[Draft, int]:
+                 n_max: int, count_n: Callable[[int], int] | None = None) -> tuple[Draft, int]:
     """`fit_draft` for prompts whose units are shuffled (cwe, fwe): `render(n, shuffle)`.
 
     With additive counts and every cut safe, a prompt's count is a sum over its parts, so it does
     not depend on their order: the search renders unshuffled prompts (shuffling thousands of words
     costs more than counting them) and only the chosen size is shuffled. If the shuffled prompt
     counts differently (some cut was unsafe), the search is redone on shuffled prompts.
+
+    `count_n(n)`, where the task can give it, is that sum in closed form: the exact count of
+    `render(n, ...)` computed from per-unit counts without building the prompt (the task passes it
+    only after `TokenCounter.additive_units` confirmed every cut safe). The search then renders
+    nothing but the final prompt; it makes the same decisions as with rendered prompts, since it
+    sees the same `cost` and the same counts. Not used on a batch's first sample, which is checked
+    against a full tokenisation.
     """
     if ctx.counter.seps and not ctx.verify:
+        if count_n is not None:
+            try:
+                f = fit(lambda n: n, count_n, cost, ctx.limit, n_max,
+                        what=f"{ctx.task} with template {ctx.template.name!r} at max_length={ctx.max_length}")
+                return render(f.n, True), f.tokens
+            except NotAdditive:
+                pass
         d, t = fit_draft(ctx, lambda n: render(n, False), cost, n_max)
         final = render(d.n, True)
         if ctx.count(final) == t:

@@ -8,11 +8,21 @@ per-number token counts, so no intermediate prompt is tokenised.
 
 from __future__ import annotations
 
+import hashlib
 import random
+from itertools import pairwise
 from typing import Any
 
 from spanlab.errors import SpanlabError
-from spanlab.tasks.base import Context, Draft, Task, as_number, fit_shuffled, split_template
+from spanlab.tasks.base import (
+    Context,
+    Draft,
+    NotAdditive,
+    Task,
+    as_number,
+    fit_shuffled,
+    split_template,
+)
 from spanlab.tasks.shuffle import fast_shuffle
 from spanlab.tasks.templates import CWE_ANSWER_PREFIX, CWE_TEMPLATE, TOKENS_TO_GENERATE
 from spanlab.tasks.words import adj_noun, num_adj_noun, single_words
@@ -47,13 +57,36 @@ class CommonWords(Task):
         with ctx.counter.lock:
             if key not in ctx.counter.cache:
                 words = single_words()
-                ctx.counter.cache[key] = dict(zip(words, ctx.counter.segment_counts([" " + w for w in words])))
+                # counted once per tokenizer and kept between runs (diskcache), named by the word list
+                name = "cwe_word_costs:" + hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest()[:32]
+                costs = ctx.counter.stored(name)
+                if not (isinstance(costs, list) and len(costs) == len(words) and all(type(c) is int for c in costs)):
+                    costs = ctx.counter.segment_counts([" " + w for w in words])
+                    ctx.counter.store(name, costs)
+                ctx.counter.cache[key] = dict(zip(words, costs))
         return dict(ctx.counter.cache[key])  # per sample: extra words are added to the copy
+
+    def _pool_additive(self, ctx: Context) -> bool:
+        """Whether every word of the pool is a safe unit (see `TokenCounter.additive_units`); once per batch."""
+        ok = ctx.shared.get("cwe_pool_additive")
+        if ok is None:
+            ok = ctx.shared["cwe_pool_additive"] = ctx.counter.additive_units("x", [" " + w for w in single_words()], " x")
+        return ok
 
     def _number_costs(self, ctx: Context, upto: int) -> list[int]:
         # prefix sums of the tokens of " 1.", " 2.", ...: the numbering's share of the list
-        key = "cwe_number_prefix"
-        pre: list[int] = ctx.counter.cache.setdefault(key, [0])
+        key, name = "cwe_number_prefix", "cwe_number_costs"
+        pre = ctx.counter.cache.get(key)
+        if pre is None:
+            with ctx.counter.lock:
+                pre = ctx.counter.cache.get(key)
+                if pre is None:
+                    pre = [0]
+                    kept = ctx.counter.stored(name)  # the labels counted in earlier runs (diskcache)
+                    if isinstance(kept, list) and all(type(c) is int for c in kept):
+                        for c in kept:
+                            pre.append(pre[-1] + c)
+                    ctx.counter.cache[key] = pre
         if len(pre) <= upto:
             with ctx.counter.lock:  # samples run in threads; extend the shared table once
                 start = len(pre)
@@ -61,6 +94,7 @@ class CommonWords(Task):
                     stop = max(upto + 1, 2 * start)
                     for c in ctx.counter.segment_counts([f" {i}." for i in range(start, stop)]):
                         pre.append(pre[-1] + c)
+                    ctx.counter.store(name, [b - a for a, b in pairwise(pre)])
         return pre
 
     def draft(self, ctx: Context, index: int, rng: random.Random) -> tuple[Draft, int]:
@@ -83,6 +117,7 @@ class CommonWords(Task):
         layout_seed = rng.getrandbits(64)
         costs = self._word_costs(ctx)
         extra: list[str] = []  # beyond the single-word list: adjective-noun pairs, as RULER's big list
+        additive = [not ctx.verify and self._pool_additive(ctx)]  # see count_n below
         gen = random.Random(extra_seed)
 
         def words(n: int) -> list[str]:
@@ -93,9 +128,12 @@ class CommonWords(Task):
                     if w not in costs:
                         costs[w] = -1  # reserve: no duplicates within this batch
                         new.append(w)
-                for w, c in zip(new, ctx.counter.segment_counts([" " + w for w in new])):
+                spaced_new = [" " + w for w in new]
+                for w, c in zip(new, ctx.counter.segment_counts(spaced_new)):
                     costs[w] = c
                 extra.extend(new)
+                if not ctx.counter.additive_units("x", spaced_new, " x"):
+                    additive[0] = False
             return (pool + extra)[:n] if n > len(pool) else pool[:n]
 
         wprefix = [0]
@@ -137,8 +175,22 @@ class CommonWords(Task):
             common = word_prefix(min(n, ncw))
             return base + self._number_costs(ctx, e)[e] + common * freq_cw + (word_prefix(n) - common) * freq_ucw
 
+        count_n = None
+        if additive[0]:
+            first = render(1, False)
+            if len(first.parts) > 2 and ctx.counter.additive_units(first.parts[0], [" 2."], first.parts[-1]):
+                # every cut safe: a list's count is its frame plus the labels' and the words' counts,
+                # which `cost` sums exactly (from its own base), so the two differ by a constant
+                delta = ctx.count(first) - cost(1)
+
+                def count_n(n: int) -> int:
+                    c = cost(n)  # draws extra words if n needs them; they may turn `additive` off
+                    if not additive[0]:
+                        raise NotAdditive("an extra cwe word has an unsafe cut")
+                    return c + delta if n else base
+
         n_max = ctx.limit // max(1, freq_ucw) + ncw
-        d, t = fit_shuffled(ctx, render, cost, n_max)
+        d, t = fit_shuffled(ctx, render, cost, n_max, count_n)
         if len(d.outputs) < ncw:
             raise SpanlabError(f"max_length={ctx.max_length} leaves no room for {ncw} common words in cwe; raise it")
         return d, t

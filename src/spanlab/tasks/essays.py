@@ -50,6 +50,7 @@ def split_sentences(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in nupunkt.sent_tokenize(text) if s.strip())
 
 
+@lru_cache(maxsize=2)  # the index check and the table names both need the corpus digest
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -80,6 +81,12 @@ def _indexed(text: str) -> tuple[str, ...] | None:
 def essay_sentences() -> tuple[str, ...]:
     text = essay_text()
     return _indexed(text) or split_sentences(text)
+
+
+@lru_cache(maxsize=1)
+def corpus_digest() -> str:
+    """SHA-256 of `essay_text()`: names tables derived from the corpus (spanlab.tasks.diskcache)."""
+    return _digest(essay_text())
 
 
 def write_index(path: str | None = None) -> str:

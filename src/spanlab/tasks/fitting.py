@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Callable, Generic, Sequence, TypeVar
 
 from spanlab.errors import SpanlabError
@@ -118,6 +119,10 @@ class PrefixCost:
 
     def __len__(self) -> int:
         return len(self.prefix) - 1
+
+    def units(self) -> list[int]:
+        """The unit costs (differences of the prefix sums)."""
+        return [b - a for a, b in pairwise(self.prefix)]
 
     def __call__(self, n: int) -> int:
         return self.prefix[n]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from spanlab.tasks.essays import essay_sentences
+from spanlab.tasks.essays import corpus_digest, essay_sentences
 from spanlab.tasks.fitting import PrefixCost
 from spanlab.tasks.tokenizer import TokenCounter
 
@@ -31,7 +31,16 @@ class EssayHaystack:
         self.sents = essay_sentences()
         self.counter = counter
         with counter.lock:
-            self.pc: PrefixCost = counter.cache.setdefault("essay_costs", PrefixCost())
+            pc = counter.cache.get("essay_costs")
+            if pc is None:
+                # the costs counted so far in earlier runs (diskcache), keyed by the corpus
+                self._name = f"essay_costs:{corpus_digest()}"
+                kept = counter.stored(self._name)
+                valid = isinstance(kept, list) and len(kept) <= len(self.sents) and all(type(c) is int for c in kept)
+                pc = counter.cache["essay_costs"] = PrefixCost(kept if valid else ())
+                counter.cache["essay_costs_name"] = self._name
+            self.pc: PrefixCost = pc
+            self._name = counter.cache["essay_costs_name"]
 
     def _count_upto(self, m: int) -> None:
         m = min(m, len(self.sents))
@@ -42,6 +51,7 @@ class EssayHaystack:
             if start < m:
                 stop = min(len(self.sents), max(m, start + self.chunk))
                 self.pc.extend(self.counter.segment_counts([" " + s for s in self.sents[start:stop]]))
+                self.counter.store(self._name, self.pc.units())
 
     def cost(self, n: int) -> int:
         q, r = divmod(n, len(self.sents))
@@ -66,7 +76,12 @@ class RepeatHaystack:
         key = ("line_cost", line)
         with counter.lock:
             if key not in counter.cache:
-                counter.cache[key] = counter.segment_counts(["\n" + line])[0]
+                name = f"line_cost:{line}"
+                kept = counter.stored(name)
+                if type(kept) is not int:
+                    kept = counter.segment_counts(["\n" + line])[0]
+                    counter.store(name, kept)
+                counter.cache[key] = kept
         self.c: int = counter.cache[key]
 
     def cost(self, n: int) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -24,6 +23,8 @@ def write_samples(samples: Iterable[Sample], path: str | os.PathLike, format: st
     half-written file, and a failure leaves nothing behind."""
     if format not in FORMATS:
         raise SpanlabError(f"unknown format {format!r}; choose jsonl or parquet")
+    import tempfile
+
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

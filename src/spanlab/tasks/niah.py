@@ -13,12 +13,25 @@ import random
 from typing import Any
 
 from spanlab.errors import SpanlabError
-from spanlab.tasks.base import Context, Draft, Task, as_number, fit_draft, join_parts, split_template
+from spanlab.tasks.base import (
+    Context,
+    Draft,
+    Task,
+    as_number,
+    fit_draft,
+    join_parts,
+    split_template,
+)
 from spanlab.tasks.fitting import Fit, top_up
 from spanlab.tasks.haystack import EssayHaystack, GeneratedHaystack, RepeatHaystack
 from spanlab.tasks.shuffle import fast_shuffle
-from spanlab.tasks.templates import NIAH_ANSWER_PREFIX, NIAH_TEMPLATE, TOKENS_TO_GENERATE, singularize
-from spanlab.tasks.words import KEY_TYPES, distinct_values, random_value
+from spanlab.tasks.templates import (
+    NIAH_ANSWER_PREFIX,
+    NIAH_TEMPLATE,
+    TOKENS_TO_GENERATE,
+    singularize,
+)
+from spanlab.tasks.words import KEY_TYPES, distinct_values, value_drawer
 
 NEEDLE = "One of the special magic {type_needle_v} for {key} is: {value}."
 HAYSTACKS = ("essay", "repeat", "needle")
@@ -144,12 +157,16 @@ class NIAH(Task):
         # distractor needles of the same format; never reuse a real key
         gen = random.Random(layout_seed ^ 0x5A5A5A5A)
         taken = set(keys)
+        key, value = value_drawer(p["key_type"], gen), value_drawer(p["value_type"], gen)
+        # NEEDLE.format(...) as concatenation: "One of ... for ", key, " is: ", value, "."
+        pre, rest = NEEDLE.format(type_needle_v=p["value_type"], key="\x00", value="\x01").split("\x00")
+        mid, post = rest.split("\x01")
 
         def line() -> str:
             while True:
-                k = random_value(p["key_type"], gen)
+                k = key()
                 if k not in taken:
-                    return NEEDLE.format(type_needle_v=p["value_type"], key=k, value=random_value(p["value_type"], gen))
+                    return pre + k + mid + value() + post
 
         return GeneratedHaystack(ctx.counter, line)
 

@@ -16,9 +16,9 @@ import re
 import threading
 from functools import lru_cache
 from importlib import resources
-from itertools import islice
+from itertools import compress, islice
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from spanlab.errors import SpanlabError
 
@@ -84,14 +84,23 @@ class RawTokenizer:
     """A `tokenizers.Tokenizer` with a name: the built-in tokenizer without importing transformers.
 
     `spanlab generate` uses it for the built-in tokenizer (counts are identical, start-up is ~2 s
-    shorter); everything else gets the transformers object from `load_tokenizer`.
+    shorter); everything else gets the transformers object from `load_tokenizer`. Its backend is
+    loaded for it alone and never padded, so `TokenCounter` counts with it directly instead of
+    with a private copy.
     """
+
+    private_backend = True
 
     def __init__(self, path: str | Path, name: str):
         from tokenizers import Tokenizer
 
+        self.path = Path(path)
         self.backend_tokenizer = Tokenizer.from_file(str(path))
         self.name_or_path = name
+
+    def definition(self) -> bytes:
+        """The serialised tokenizer (its file), for cache keys."""
+        return self.path.read_bytes()
 
     def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = False) -> Any:
         return self.backend_tokenizer.encode_batch(list(texts), add_special_tokens=add_special_tokens)
@@ -107,8 +116,9 @@ _PROBE = ("<|begin_of_text|>  Hello\n\nworld 1234567 of the special magic uuids 
           "[INST] VAR ABCDE = 12345 </s><s>  <|im_start|>user\n x")
 
 
-def _unpadded_copy(backend: Any) -> Any:
-    """A private copy of a `tokenizers.Tokenizer` with padding and truncation off.
+def _unpadded_copy(backend: Any) -> tuple[Any, str | None]:
+    """A private copy of a `tokenizers.Tokenizer` with padding and truncation off, and its
+    serialised definition (None for objects that have none).
 
     transformers switches padding/truncation on in the backend it shares with its wrapper for each
     padded batch call and leaves it there (the eval engine's left-padded batches do), so counting
@@ -116,13 +126,14 @@ def _unpadded_copy(backend: Any) -> Any:
     """
     to_str = getattr(backend, "to_str", None)
     if to_str is None:  # not a `tokenizers` object: nothing we can copy; it has no such state either
-        return backend
+        return backend, None
     from tokenizers import Tokenizer
 
-    own = Tokenizer.from_str(to_str())
+    definition = to_str()
+    own = Tokenizer.from_str(definition)
     own.no_padding()
     own.no_truncation()
-    return own
+    return own, definition
 
 
 class TokenCounter:
@@ -131,27 +142,40 @@ class TokenCounter:
     For transformers tokenizers it calls the Rust backend directly (no offsets, no Python padding
     logic) after checking once that the backend counts a probe text like the wrapper does; if not,
     it counts through the wrapper. Also holds per-tokenizer caches for derived tables (essay
-    sentence costs, word costs), computed once per process rather than once per sample.
+    sentence costs, word costs), computed once per process rather than once per sample, and kept
+    between processes in `spanlab.tasks.diskcache` with the probe results (`stored`, `store`,
+    `save`).
     """
 
     def __init__(self, tokenizer: Any):
         self.tokenizer = tokenizer
         self.cache: dict[Any, Any] = {}
         self.lock = threading.RLock()
+        self._stored: dict[str, Any] = {}  # what the disk cache holds (or will) for this tokenizer
+        self._key: str | None = None  # its key; None: no disk cache
+        self._dirty = False
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is not None and hasattr(backend, "encode_batch"):
-            backend = _unpadded_copy(backend)
+            if getattr(tokenizer, "private_backend", False):
+                definition: Any = tokenizer.definition()
+            else:
+                backend, definition = _unpadded_copy(backend)
             enc = getattr(backend, "encode_batch_fast", backend.encode_batch)
 
             def _rust(texts: Sequence[str]) -> list[int]:
                 return [len(e.ids) for e in enc(list(texts), add_special_tokens=False)]
             self._batch = _rust
             if callable(getattr(tokenizer, "tokenize", None)) and _rust([_PROBE])[0] != self._hf_count([_PROBE])[0]:
-                self._batch = self._hf_count
+                self._batch = self._hf_count  # the wrapper counts its own way: nothing to cache
+            else:
+                self._open_cache(definition)
+                agreed = self._stored.get("bytelevel")
+                self._batch, agreed = ByteLevelCounts.wrap(backend, _rust, agreed if isinstance(agreed, bool) else None)
+                self._remember_stored("bytelevel", agreed)
         elif callable(tokenizer) and hasattr(tokenizer, "tokenize"):
             self._batch = self._hf_count
         elif hasattr(tokenizer, "encode_batch"):  # a raw `tokenizers.Tokenizer`
-            raw = _unpadded_copy(tokenizer)
+            raw, _ = _unpadded_copy(tokenizer)
             self._batch = lambda texts: [len(e.ids) for e in raw.encode_batch(list(texts), add_special_tokens=False)]
         else:
             raise SpanlabError(f"cannot count tokens with a {type(tokenizer).__name__}; pass a Hugging Face "
@@ -165,9 +189,66 @@ class TokenCounter:
         self._bad_tail: set[str] = set()  # segments a cut may not follow
         self._rstrip = _rstrip_specials(tokenizer)
         self.seps: frozenset[str] = frozenset()
-        self.seps = self._probe_additive()
+        seps = self._stored.get("seps")
+        if isinstance(seps, list) and set(seps) <= set(SEPARATORS):
+            self.seps = frozenset(seps)
+        else:
+            self.seps = self._probe_additive()
+            self._remember_stored("seps", sorted(self.seps))
         self.additive_note = ("additive at " + " and ".join(repr(c) for c in sorted(self.seps))
                               if self.seps else "not additive: every prompt is tokenised in full")
+
+    # --- tables kept between runs (spanlab.tasks.diskcache) ---------------------------------------
+
+    def _open_cache(self, definition: str | bytes | None) -> None:
+        """Key the disk cache by everything the stored facts depend on, and read it."""
+        if definition is None:
+            return
+        import hashlib
+
+        from spanlab.tasks import diskcache
+        from spanlab.tasks.essays import essay_excerpt
+
+        try:
+            from tokenizers import __version__ as tokenizers_version
+        except ImportError:
+            tokenizers_version = "?"
+        h = hashlib.sha256()
+        for part in (f"spanlab-counts|{diskcache.FORMAT}|{tokenizers_version}|", definition, _PROBE, *_PROBE_LINES,
+                     *SEPARATORS, *ByteLevelCounts.PROBE, ByteLevelCounts.PIECES.pattern, essay_excerpt(5000)):
+            h.update(part if isinstance(part, bytes) else part.encode("utf-8", "surrogatepass"))
+            h.update(b"\x00")
+        self._key = h.hexdigest()
+        self._stored = diskcache.load(self._key)
+
+    def _remember_stored(self, name: str, value: Any) -> None:
+        if self._key is not None and self._stored.get(name) != value:
+            with self.lock:
+                self._stored[name] = value
+                self._dirty = True
+
+    def stored(self, name: str) -> Any:
+        """A table kept between runs under `name` (which must name its inputs), or None."""
+        return self._stored.get("table:" + name)
+
+    def store(self, name: str, value: Any) -> None:
+        """Keep a JSON-able table for later runs (written by `save`)."""
+        self._remember_stored("table:" + name, value)
+
+    def save(self) -> None:
+        """Write what changed to the disk cache (quietly skipped where that fails)."""
+        if self._dirty and self._key is not None:
+            from spanlab.tasks import diskcache
+
+            with self.lock:
+                snapshot = dict(self._stored)
+                self._dirty = False
+            diskcache.save(self._key, snapshot)
+
+    @property
+    def python_counting(self) -> bool:
+        """Counting runs in Python (`ByteLevelCounts`), holding the GIL: threads do not help it."""
+        return isinstance(self._batch, ByteLevelCounts)
 
     def _hf_count(self, texts: Sequence[str]) -> list[int]:
         ids = self.tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False)["input_ids"]
@@ -200,6 +281,8 @@ class TokenCounter:
 
     def _learn(self, texts: Sequence[str], first: bool = False) -> list[int]:
         """Counts of `texts` as segments (or as a text's first segment), summed from word pieces."""
+        if isinstance(self._batch, ByteLevelCounts):  # caches its own (finer) pieces: count directly
+            return self.counts(texts)
         pieces = [self._split(t) for t in texts]
         # look-ups go through a local table: another thread may clear the shared caches meanwhile
         word = self._word
@@ -239,7 +322,12 @@ class TokenCounter:
         return vals
 
     def _fill(self, texts: Sequence[str], vals: list[int | None]) -> list[int]:
-        miss = list({t for t, v in zip(texts, vals) if v is None})
+        if vals.count(None) == len(vals):  # all new (fresh distractor lines, say): no merging
+            miss = list(dict.fromkeys(texts))
+            if len(miss) == len(texts):
+                return self._remember(miss)
+        else:
+            miss = list({t for t, v in zip(texts, vals) if v is None})
         got = dict(zip(miss, self._remember(miss)))
         return [got[t] if v is None else v for t, v in zip(texts, vals)]
 
@@ -249,11 +337,9 @@ class TokenCounter:
             self._word.clear()
             self._first.clear()
         # flags first, counts second: another thread that finds the count also finds the flags
-        for t in miss:
-            if not (len(t) > 1 and t[0] in self.seps and not t[1].isspace()):
-                self._bad_lead.add(t)
-            if not t or t[-1].isspace() or (self._rstrip and t.endswith(self._rstrip)):
-                self._bad_tail.add(t)
+        seps, rstrip = self.seps, self._rstrip
+        self._bad_lead.update([t for t in miss if not (len(t) > 1 and t[0] in seps and not t[1].isspace())])
+        self._bad_tail.update([t for t in miss if not t or t[-1].isspace() or (rstrip and t.endswith(rstrip))])
         got = self._learn(miss)
         self._seg.update(zip(miss, got))
         return got
@@ -273,16 +359,58 @@ class TokenCounter:
                 and self._cut_ok(first, rest[0])):
             return self._first_count(first) + sum(vals)
         # glue the parts at unsafe cuts into segments, then count those
-        segs: list[str] = []
-        cur = first
-        for t in rest:
-            if self._cut_ok(cur, t):
-                segs.append(cur)
-                cur = t
-            else:
-                cur += t
-        segs.append(cur)
+        if rest and not self._rstrip and "" not in rest:
+            segs = self._glue(parts)
+        else:
+            segs = []
+            cur = first
+            for t in rest:
+                if self._cut_ok(cur, t):
+                    segs.append(cur)
+                    cur = t
+                else:
+                    cur += t
+            segs.append(cur)
         return self._first_count(segs[0]) + sum(self.segment_counts(segs[1:]))
+
+    def _glue(self, parts: Sequence[str]) -> list[str]:
+        """`count_parts`' gluing for non-empty later parts and no whitespace-eating specials, where
+        a cut is unsafe exactly when the part after it is flagged bad-lead or the part before it
+        bad-tail (or, for the first cut, `_cut_ok` says so): the unsafe cuts are found by set
+        look-ups in C instead of a `_cut_ok` call per part (a vt prompt has a handful among
+        hundreds of parts: its hop statements end in a space)."""
+        rest = parts[1:]
+        n = len(rest)
+        unsafe = set(compress(range(1, n + 1), map(self._bad_lead.__contains__, rest)))
+        unsafe.update(compress(range(2, n + 1), map(self._bad_tail.__contains__, islice(rest, n - 1))))
+        if not self._cut_ok(parts[0], rest[0]):
+            unsafe.add(1)
+        cuts = sorted(unsafe)  # cut k lies between parts[k - 1] and parts[k]
+        segs: list[str] = []
+        done, i = 0, 0
+        while i < len(cuts):
+            j = i
+            while j + 1 < len(cuts) and cuts[j + 1] == cuts[j] + 1:
+                j += 1
+            a, b = cuts[i] - 1, cuts[j]  # parts[a..b] glue into one segment
+            segs.extend(parts[done:a])
+            segs.append("".join(parts[a:b + 1]))
+            done, i = b + 1, j + 1
+        segs.extend(parts[done:])
+        return segs
+
+    def additive_units(self, first: str, units: Iterable[str], last: str) -> bool:
+        """Whether `first` + any arrangement of `units` + `last` counts exactly
+        first_count(first) + the units' segment counts + the segment count of `last`: counts are
+        additive and every cut between these pieces is safe (see `count_parts`), in any order."""
+        if not self.seps or not first or first[-1].isspace() or (self._rstrip and first.endswith(self._rstrip)):
+            return False
+        seps, rstrip = self.seps, self._rstrip
+        units = units if isinstance(units, (list, tuple)) else list(units)
+        for u in (*units, last):
+            if len(u) < 2 or u[0] not in seps or u[1].isspace():
+                return False
+        return not any(u[-1].isspace() or (rstrip and u.endswith(rstrip)) for u in units)
 
     def _first_count(self, text: str) -> int:
         c = self._first.get(text)
@@ -341,6 +469,222 @@ _PROBE_LINES = [
     "Document 1: <|im_start|>user <|im_end|> </s> <s> [INST] [/INST] <|eot_id|> x",
 ]
 
+
+class ByteLevelCounts:
+    r"""Exact token counts for a byte-level BPE with GPT-2's pre-tokenizer, counted in Python from
+    cached pieces, the Rust pre-tokenizer skipped wherever the text allows.
+
+    Why: in the Rust pipeline most of the time for short strings goes to the regex pre-tokenizer
+    (~8 us per string on the 2-core VM, plus thread-pool start-up on the first call), and the tasks
+    count many fresh short strings per sample (multikey's distractor keys and 7-digit values, fwe's
+    coded words) and some long texts once (essay sentences, the checked first prompt).
+
+    Why it is exact: for `tokenizers`' ByteLevel pre-tokenizer (use_regex, no prefix space) and no
+    normalizer, encoding is: split the text at added tokens, split the rest with GPT-2's regex, map
+    bytes to the byte-level alphabet, run the BPE model on each piece. A text without added tokens
+    therefore has as many tokens as the sum over its regex pieces of `model.tokenize(piece)`.
+    Two levels of cache make that fast:
+    - words: Python's regex engine is slow too (~5 us for a 60-character line), so text is first
+      cut at spaces with `str.split`. In GPT-2's regex only a whitespace run can hold a space that
+      does not start its piece, and such a run holds the character before that space as well;
+      every other alternative stops before whitespace. So where every space follows a printable
+      non-space ASCII character, each space starts a piece and no piece crosses it (a lookahead
+      past the chunk end sees a space or the end of text: both are "not \S"), and the count is
+      count(chunk 0) + sum of count(" " + chunk); chunk counts are cached. A chunk of letters or
+      digits (optionally ending in punctuation) is one piece (plus the punctuation's piece).
+    - pieces: other ASCII chunks are cut by `PIECES`, GPT-2's regex written for ASCII text, where
+      \p{L} is [A-Za-z], \p{N} is [0-9] and Oniguruma's \s is tab, newline, vertical tab, form
+      feed, carriage return and space (not \x1c-\x1f, which Python's own \s would take, hence the
+      explicit class); each distinct piece goes through the model once (~1.7 us).
+    Chunks with other characters, and whole texts holding an added token's string or a space the
+    shortcut cannot cut at, go to the Rust pipeline. `wrap` compares this with the Rust pipeline
+    on probe texts once and keeps Rust if they ever differ; tests compare them on fuzzed text.
+    """
+
+    _WS = "\t\n\x0b\x0c\r "
+    PIECES = re.compile(rf"'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+")
+    # a space after whitespace: the space-cut shortcut does not hold (the literal first lets the
+    # regex engine jump from space to space; 4x faster than the plain class-then-space pattern);
+    # in non-ASCII text any space after anything but printable ASCII counts as one
+    NO_CUT = re.compile(rf" (?<=[{_WS}] )")
+    NO_CUT_UNICODE = re.compile(r" (?<=[^\x21-\x7e] )")
+    TAIL = ".,;:!?)]}\"-"  # punctuation a one-piece word may end with (no "'": GPT-2 has contractions)
+    MAX_CACHE = 1 << 20  # entries per table: bounds memory on endless random values
+
+    def __init__(self, backend: Any, rust: Any):
+        self.model_tokenize = backend.model.tokenize
+        self.rust = rust
+        self.piece: dict[str, int] = {}  # GPT-2 piece -> tokens
+        self.head: dict[str, int] = {}  # text before its first space -> tokens
+        self.word: dict[str, int] = {}  # chunk between spaces -> tokens of " " + chunk
+        added = sorted({t.content for t in backend.get_added_tokens_decoder().values() if t.content}, key=len, reverse=True)
+        self.added = re.compile("|".join(map(re.escape, added))) if added else None
+        # substring tests of the added tokens' first characters screen texts before that regex
+        self.added_first = tuple(sorted({a[0] for a in added}))
+
+    @classmethod
+    def applies(cls, backend: Any) -> bool:
+        try:
+            from tokenizers import models, pre_tokenizers
+
+            pre, model = backend.pre_tokenizer, backend.model
+            return (backend.normalizer is None and isinstance(pre, pre_tokenizers.ByteLevel) and pre.use_regex
+                    and not pre.add_prefix_space and isinstance(model, models.BPE) and model.dropout is None)
+        except (AttributeError, ImportError):  # not a `tokenizers` object, or an older one
+            return False
+
+    PROBE = [_PROBE, *_PROBE_LINES, " ".join(_PROBE_LINES), "\n".join(_PROBE_LINES), "a  b\n\n c \t\r\nd  ",
+             "x's 'll 'S  '  1234567. 3f1c9a2e-77b0 #!?{}~ (a) [b] \"c\" d-e f: g; h, i! j? k.",
+             " lead", "trail ", " ", "", "\n x \ny\t z", "\x00a\x1c b\x1f\x7f \x0b\x0c c\r\n\x08",
+             "caf\u00e9 \u2014 na\u00efve\u00a0x \u00a0 y \u3000z \u2019s \U0001f600 end.", "<|im_start|> x <|endoftext|>y"]
+
+    @classmethod
+    def wrap(cls, backend: Any, rust: Any, agreed: bool | None = None) -> tuple[Any, bool]:
+        """(`cls(backend, rust)`, True) where it applies and agrees with `rust` on probe texts, else
+        (`rust`, False); `agreed` is that comparison's result from an earlier run, if known."""
+        if not cls.applies(backend):
+            return rust, False
+        fast = cls(backend, rust)
+        if agreed is None:
+            agreed = fast(cls.PROBE) == rust(cls.PROBE)
+        return (fast, True) if agreed else (rust, False)
+
+    # the spaces that break the shortcut, as substrings: whitespace then a space
+    _NO_CUT_PAIRS = tuple(w + " " for w in _WS)
+
+    def _plain(self, texts: Sequence[str]) -> bool:
+        """Whether every text is ASCII, holds no added token and no space after whitespace, tested
+        on the texts joined by NUL in a few C-level scans (a match across a join only costs the
+        per-text path below)."""
+        joined = "\x00".join(texts)
+        return (joined.isascii() and not any(map(joined.__contains__, self._NO_CUT_PAIRS))
+                and not any(map(joined.__contains__, self.added_first)))
+
+    def __call__(self, texts: Sequence[str]) -> list[int]:
+        head, word = self.head, self.word
+        if len(head) > self.MAX_CACHE or len(word) > self.MAX_CACHE:
+            # new tables: threads counting meanwhile keep using the old ones
+            head, word = self.head, self.word = {}, {}
+        slow: list[int] = []  # to the Rust pipeline
+        whole: list[int] = []  # no space cuts: counted by pieces
+        if self._plain(texts):  # the usual case: every text takes the space-cut path
+            cut = None
+            chunks = [t.split(" ") for t in texts]
+        else:
+            added, first, no_cut, no_cut_u = self.added, self.added_first, self.NO_CUT.search, self.NO_CUT_UNICODE.search
+            cut = []
+            chunks = []
+            for i, t in enumerate(texts):
+                if added is not None and any(map(t.__contains__, first)) and added.search(t):
+                    slow.append(i)
+                elif t.isascii():
+                    if no_cut(t):
+                        whole.append(i)
+                    else:
+                        cut.append(i)
+                        chunks.append(t.split(" "))
+                elif no_cut_u(t):
+                    slow.append(i)
+                else:
+                    cut.append(i)
+                    chunks.append(t.split(" "))
+        if chunks:
+            heads = [ws[0] for ws in chunks]
+            for ws in chunks:
+                del ws[0]  # the head, counted on its own (no space before it)
+            new_heads = list(set(heads).difference(head))
+            if new_heads:
+                head.update(zip(new_heads, self._count(new_heads)))
+            new_words = list(set().union(*chunks).difference(word))
+            if new_words:
+                word.update(zip(new_words, self._count([" " + w for w in new_words])))
+            hget, wget = head.__getitem__, word.__getitem__
+            sums = [hget(h) + sum(map(wget, ws)) for h, ws in zip(heads, chunks)]
+            if cut is None:
+                return sums
+            out = [0] * len(texts)
+            for i, c in zip(cut, sums):
+                out[i] = c
+        else:
+            out = [0] * len(texts)
+        if whole:
+            for i, c in zip(whole, self.by_pieces([texts[i] for i in whole])):
+                out[i] = c
+        if slow:
+            for i, c in zip(slow, self.rust([texts[i] for i in slow])):
+                out[i] = c
+        return out
+
+    def _count(self, texts: list[str]) -> list[int]:
+        """Counts of chunks (no space after a space inside): one-piece words straight through the
+        model, other ASCII by pieces, the rest in Rust."""
+        out = [0] * len(texts)
+        other: list[int] = []
+        rust: list[int] = []
+        tok, tail = self.model_tokenize, self.TAIL
+        for i, t in enumerate(texts):
+            if not t.isascii():
+                rust.append(i)
+                continue
+            core = t.rstrip(tail)
+            body = core[1:] if core[:1] == " " else core
+            if body.isalpha() or body.isdigit():  # " ?[A-Za-z]+" or " ?[0-9]+": one piece
+                c = len(tok(core.replace(" ", "\u0120")))
+            elif "-" in body and body.replace("-", "").isalpha() and "" not in body.split("-"):
+                # letters joined by single hyphens (adjective-noun keys): letter runs and "-" pieces
+                runs = body.split("-")
+                c = (self._piece(core[:len(core) - len(body)] + runs[0]) + sum(map(self._piece, runs[1:]))
+                     + (len(runs) - 1) * self._piece("-"))
+            else:
+                other.append(i)
+                continue
+            if len(core) < len(t):  # the punctuation run after a word is one piece of its own
+                c += self._piece(t[len(core):])
+            out[i] = c
+        if other:
+            for i, c in zip(other, self.by_pieces([texts[i] for i in other])):
+                out[i] = c
+        if rust:
+            for i, c in zip(rust, self.rust([texts[i] for i in rust])):
+                out[i] = c
+        return out
+
+    def _piece(self, p: str) -> int:
+        """Tokens of one GPT-2 piece of printable ASCII (cached)."""
+        c = self.piece.get(p)
+        if c is None:
+            c = self.piece[p] = len(self.model_tokenize(p.replace(" ", "\u0120")))
+        return c
+
+    def by_pieces(self, texts: Sequence[str]) -> list[int]:
+        """Counts of ASCII texts as sums over their GPT-2 pieces."""
+        pieces = list(map(self.PIECES.findall, texts))
+        piece = self.piece
+        new = set().union(*pieces).difference(piece)  # set operations in C: most pieces are known
+        if new:
+            if len(piece) > self.MAX_CACHE:  # a new table: threads counting meanwhile keep the old one
+                piece = self.piece = {}
+                new = set().union(*pieces)
+            tok = self.model_tokenize
+            for p in new:  # in printable ASCII only the space is not itself in the byte-level alphabet
+                piece[p] = len(tok(p.replace(" ", "\u0120") if p.isprintable() else p.translate(_BYTE_LEVEL)))
+        get = piece.__getitem__
+        return [sum(map(get, ps)) for ps in pieces]
+
+
+def _byte_level_ascii() -> dict[int, str]:
+    """GPT-2's bytes_to_unicode for the ASCII bytes that do not map to themselves (space -> 'Ġ')."""
+    keep = set(range(ord("!"), ord("~") + 1)) | set(range(0xA1, 0xAD)) | set(range(0xAE, 0x100))
+    table, n = {}, 0
+    for b in range(256):
+        if b not in keep:
+            if b < 128:
+                table[b] = chr(256 + n)
+            n += 1
+    return table
+
+
+_BYTE_LEVEL = _byte_level_ascii()
 
 @lru_cache(maxsize=8)
 def _cut_pattern(seps: frozenset[str]) -> re.Pattern[str]:

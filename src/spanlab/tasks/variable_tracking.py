@@ -11,7 +11,15 @@ import string
 from typing import Any
 
 from spanlab.errors import SpanlabError
-from spanlab.tasks.base import Context, Draft, Task, as_number, fit_draft, join_parts, split_template
+from spanlab.tasks.base import (
+    Context,
+    Draft,
+    Task,
+    as_number,
+    fit_draft,
+    join_parts,
+    split_template,
+)
 from spanlab.tasks.fitting import fit
 from spanlab.tasks.haystack import EssayHaystack, RepeatHaystack
 from spanlab.tasks.templates import TOKENS_TO_GENERATE, VT_ANSWER_PREFIX, VT_TEMPLATE
@@ -97,6 +105,11 @@ class VariableTracking(Task):
 
     def _icl_lines_locked(self, ctx: Context, key: tuple) -> int:
         if key not in ctx.counter.cache:
+            name = ":".join(map(str, key))
+            kept = ctx.counter.stored(name)  # sized in an earlier run (diskcache)
+            if type(kept) is int and kept >= 0:
+                ctx.counter.cache[key] = kept
+                return kept
             noise = RepeatHaystack(ctx.counter)
             _, chains = make_chains(random.Random(0), ctx.params["num_chains"], min(10, ctx.params["num_hops"]), 3)
 
@@ -109,6 +122,7 @@ class VariableTracking(Task):
             f = fit(render, ctx.counter.count, lambda n: base + noise.cost(n), ICL_TOKENS,
                     noise.n_max(ICL_TOKENS), what="the vt worked example")
             ctx.counter.cache[key] = f.n
+            ctx.counter.store(name, f.n)
         return ctx.counter.cache[key]
 
     def draft(self, ctx: Context, index: int, rng: random.Random) -> tuple[Draft, int]:

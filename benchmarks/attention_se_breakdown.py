@@ -1,14 +1,16 @@
 """Where SE-Attn's fwd+bwd time and memory go (H100 target config: bf16, B=1, H=16, D=128, S=32, k=8).
 
-    python benchmarks/attention_se_breakdown.py [--lengths 32768,65536] [--out DIR]
+    python benchmarks/attention_se_breakdown.py [--lengths 32768,65536] [--profile-length 32768]
 
-Per length: full attention (scale); block selection alone, torch vs the fused Triton kernel; per
-chunk size the whole SE step, the attention given fixed blocks, and two alternatives measured
-before adopting them: the memory piece's backward in one call instead of two slices (memory), and
-the "padded query" single cuDNN call (one causal call over [memory | chunk] tiles, the memory rows
-given dO = 0; `PaddedSingleCall` below, a prototype that lives only here). Each line: median ms of
-CUDA events and peak GiB over one step. Also: host enqueue time of one SE step, and a kernel table
-from torch.profiler (32K, M = 2048) with the GPU-busy fraction.
+Per length: full attention (scale); block selection alone, torch vs the fused Triton kernel, and
+the kernel alone at 2/4/8 warps; per chunk size the whole SE step, the attention given fixed
+blocks, and two alternatives measured before (not) adopting them: the memory piece's backward in
+one call instead of two slices (memory), and the "padded query" single cuDNN call (one causal call
+over [memory | chunk] tiles, the memory rows given dO = 0; `PaddedSingleCall` below, a prototype
+that lives only here). Each line: median ms of CUDA events (steps synchronised) and peak GiB over
+one step. Also the host time to enqueue a step and its parts, and at --profile-length a CUDA
+kernel table (M = 2048, five unsynchronised steps, with the GPU-busy fraction) and a CPU table.
+Recorded outputs: benchmarks/results/attention_h100/se_breakdown_<commit>.txt.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json.encoder
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import Any, Callable
 
 from spanlab.errors import SpanlabError
 from spanlab.tasks.fitting import fit
-from spanlab.tasks.sample import Sample
+from spanlab.tasks.sample import Sample, encode_parts
 from spanlab.tasks.templates import ModelTemplate
 from spanlab.tasks.tokenizer import TokenCounter, tokenizer_name
 
@@ -185,7 +186,11 @@ class Task(ABC):
 
     def sample(self, ctx: Context, index: int) -> Sample:
         d, prompt_tokens = self.draft(ctx, index, sample_rng(ctx.seed, self.name, ctx.max_length, index))
-        return Sample(
+        # parts of a few words (cwe, fwe lists) cost more to look up than to escape (~500 vs ~30
+        # instructions per part and byte): encode those prompts whole
+        long_parts = d.parts and len(d.parts) > 1 and len(d.input) > 40 * len(d.parts)
+        return Sample.with_encoded_input(
+            encode_parts(d.parts, d.input) if long_parts else json.encoder.encode_basestring(d.input),
             index=index, task=self.name, input=d.input, outputs=list(d.outputs), answer_prefix=d.answer_prefix,
             length=prompt_tokens + ctx.tokens_to_generate, max_length=ctx.max_length,
             tokens_to_generate=ctx.tokens_to_generate, depth=d.depth,

@@ -32,16 +32,16 @@ def write_samples(samples: Iterable[Sample], path: str | os.PathLike, format: st
     except OSError as e:
         raise SpanlabError(f"cannot write to {path.parent} ({e.strerror}); choose a writable --out folder") from None
     try:
-        rows = [s.to_dict() for s in samples]
         if format == "jsonl":
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                for r in rows:
-                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+                for s in samples:
+                    f.write(s.to_json() + "\n")  # = json.dumps(s.to_dict(), ensure_ascii=False)
         else:
             os.close(fd)
             import pyarrow as pa
             import pyarrow.parquet as pq
 
+            rows = [s.to_dict() for s in samples]
             for r in rows:  # nested dicts of mixed types: keep them as JSON text in Parquet
                 r["params"] = json.dumps(r["params"], sort_keys=True)
             pq.write_table(pa.Table.from_pylist(rows), tmp)

@@ -158,17 +158,17 @@ class NIAH(Task):
         gen = random.Random(layout_seed ^ 0x5A5A5A5A)
         taken = set(keys)
         key, value = value_drawer(p["key_type"], gen), value_drawer(p["value_type"], gen)
-        # NEEDLE.format(...) as concatenation: "One of ... for ", key, " is: ", value, "."
+        # NEEDLE.format(...) as fields: "One of ... for ", key, " is: ", value, "."
         pre, rest = NEEDLE.format(type_needle_v=p["value_type"], key="\x00", value="\x01").split("\x00")
         mid, post = rest.split("\x01")
 
-        def line() -> str:
+        def line() -> tuple[str, str]:
             while True:
                 k = key()
                 if k not in taken:
-                    return pre + k + mid + value() + post
+                    return k, value()
 
-        return GeneratedHaystack(ctx.counter, line)
+        return GeneratedHaystack(ctx.counter, line, fields=(pre, mid, post))
 
 
 def queries_text(queries: list[str]) -> str:

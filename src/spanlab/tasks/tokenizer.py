@@ -321,6 +321,25 @@ class TokenCounter:
             vals = self._fill(texts, vals)
         return vals
 
+    def word_counts(self, words: Sequence[str]) -> list[int]:
+        """Segment counts of " " + w for each word w: from the byte-level word cache where counting
+        runs in Python, else as segments."""
+        if not self.seps:
+            return self.counts([" " + w for w in words])
+        if self.python_counting:
+            return self._batch.words(words)
+        return self.segment_counts([" " + w for w in words])
+
+    def remember(self, texts: Sequence[str], counts: Sequence[int]) -> None:
+        """Record segment counts found another way (summed from parts at safe cuts), with their cut
+        flags, so `count_parts` finds them."""
+        if not self.seps:
+            return
+        seps, rstrip = self.seps, self._rstrip
+        self._bad_lead.update([t for t in texts if not (len(t) > 1 and t[0] in seps and not t[1].isspace())])
+        self._bad_tail.update([t for t in texts if not t or t[-1].isspace() or (rstrip and t.endswith(rstrip))])
+        self._seg.update(zip(texts, counts))
+
     def _fill(self, texts: Sequence[str], vals: list[int | None]) -> list[int]:
         if vals.count(None) == len(vals):  # all new (fresh distractor lines, say): no merging
             miss = list(dict.fromkeys(texts))
@@ -517,6 +536,7 @@ class ByteLevelCounts:
         self.piece: dict[str, int] = {}  # GPT-2 piece -> tokens
         self.head: dict[str, int] = {}  # text before its first space -> tokens
         self.word: dict[str, int] = {}  # chunk between spaces -> tokens of " " + chunk
+        self.hyphen: dict[str, int] = {}  # "b-c" -> tokens of "-b-c" (hyphenated words after their first run)
         added = sorted({t.content for t in backend.get_added_tokens_decoder().values() if t.content}, key=len, reverse=True)
         self.added = re.compile("|".join(map(re.escape, added))) if added else None
         # substring tests of the added tokens' first characters screen texts before that regex
@@ -615,6 +635,18 @@ class ByteLevelCounts:
                 out[i] = c
         return out
 
+    def words(self, words: Sequence[str]) -> list[int]:
+        """Counts of " " + w for each w, through the word cache."""
+        word = self.word
+        vals = list(map(word.get, words))
+        if None in vals:
+            if len(word) > self.MAX_CACHE:
+                word = self.word = {}
+            miss = list({w for w, v in zip(words, vals) if v is None})
+            word.update(zip(miss, self._count([" " + w for w in miss])))
+            vals = list(map(word.__getitem__, words))
+        return vals
+
     def _count(self, texts: list[str]) -> list[int]:
         """Counts of chunks (no space after a space inside): one-piece words straight through the
         model, other ASCII by pieces, the rest in Rust."""
@@ -630,11 +662,22 @@ class ByteLevelCounts:
             body = core[1:] if core[:1] == " " else core
             if body.isalpha() or body.isdigit():  # " ?[A-Za-z]+" or " ?[0-9]+": one piece
                 c = len(tok(core.replace(" ", "\u0120")))
-            elif "-" in body and body.replace("-", "").isalpha() and "" not in body.split("-"):
-                # letters joined by single hyphens (adjective-noun keys): letter runs and "-" pieces
-                runs = body.split("-")
-                c = (self._piece(core[:len(core) - len(body)] + runs[0]) + sum(map(self._piece, runs[1:]))
-                     + (len(runs) - 1) * self._piece("-"))
+            elif "-" in body:
+                # runs of letters or digits joined by single hyphens (adjective-noun keys): the
+                # runs and each "-" are pieces; what follows the first hyphen is counted once
+                head, _, rest = core.partition("-")
+                r = self.hyphen.get(rest)
+                if r is None:
+                    if len(self.hyphen) > self.MAX_CACHE:
+                        self.hyphen = {}
+                    runs = rest.split("-")
+                    ok = all(x.isalpha() or x.isdigit() for x in runs)
+                    r = self.hyphen[rest] = len(runs) * self._piece("-") + sum(map(self._piece, runs)) if ok else -1
+                hb = head[1:] if head[:1] == " " else head
+                if r < 0 or not (hb.isalpha() or hb.isdigit()):
+                    other.append(i)
+                    continue
+                c = self._piece(head) + r
             else:
                 other.append(i)
                 continue

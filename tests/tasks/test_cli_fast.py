@@ -74,7 +74,7 @@ def test_generate_does_not_import_typer_or_pydantic(tmp_path):
             "except SystemExit as e:\n    assert e.code == 0, e.code\n"
             "heavy = sorted(m for m in ('typer', 'pydantic', 'rich', 'click', 'transformers', 'torch') if m in sys.modules)\n"
             "assert not heavy, heavy\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "1024/vt.jsonl").exists()
 

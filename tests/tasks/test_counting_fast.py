@@ -10,7 +10,12 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from spanlab.tasks import generate
 from spanlab.tasks.essays import essay_text
-from spanlab.tasks.tokenizer import ByteLevelCounts, TokenCounter, counter_for, load_builtin_raw
+from spanlab.tasks.tokenizer import (
+    ByteLevelCounts,
+    TokenCounter,
+    counter_for,
+    load_builtin_raw,
+)
 
 
 def _rust(tok):
@@ -63,7 +68,8 @@ def test_a_disagreeing_tokenizer_keeps_the_rust_path():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     assert not ByteLevelCounts.applies(tok)
     builtin = load_builtin_raw().backend_tokenizer
-    wrong = lambda texts: [len(t) for t in texts]  # noqa: E731 - a rust counter that disagrees
+    def wrong(texts):  # a Rust counter that disagrees
+        return [len(t) for t in texts]
     counter, agreed = ByteLevelCounts.wrap(builtin, wrong)
     assert counter is wrong and agreed is False
 

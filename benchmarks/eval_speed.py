@@ -8,14 +8,19 @@ Also measures, per length: one prefill forward at batch 1 and at the batch the e
 same left-padded prompts), in tokens/s, TFLOP/s and MFU against the dense bf16 peak (H100 SXM: 989
 TFLOP/s datasheet), counting real (unpadded) tokens only; and the decode step (median ms per
 generated token of the whole batch, through `model.generate` with the engine's cache, a
-profile of its kernels with --profile). Random weights (throughput only).
+profile of its kernels with --profile-dir). Random weights (throughput only).
 
 Variants: "auto" is the CUDA default (Llama: static cache + spanlab_sdpa with the split-KV Triton
 decode kernel; Mamba2: spanlab's SSD scan, chunked prefill of 2048 tokens). Others: "fold-sdpa"
 (the decode attention before the kernel: folded masked SDPA), "dynamic", "static", "fold",
 "fold-static" (Llama), "one-shot" (Mamba2: --prefill-chunk 0).
 
-    python benchmarks/eval_speed.py --arch llama mamba2 --lengths 4096 16384 --out bench.json
+Mamba2's RULER path and batch-1 prefill run twice: with the scan transformers ships (what RULER
+gets without mamba-ssm) and with spanlab's. At 16K x 32 transformers' prefill mask alone is 8.5 GB:
+run with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True so fragmentation does not fail the probes.
+
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True \
+        python benchmarks/eval_speed.py --arch llama mamba2 --lengths 4096 16384 --out bench.json
 """
 
 from __future__ import annotations

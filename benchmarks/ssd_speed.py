@@ -2,7 +2,7 @@
 
 Prefill: one forward of a random bf16 ~1B Mamba2 (36 layers, d_model 2048, 64 heads x 64, state
 128, chunk 256) at batch 1 and at the eval engine's batch, one shot and chunked (as `--prefill-chunk`
-feeds it); tokens/s and peak GPU memory. Training: forward + backward of a ~130M Mamba2. Each
+feeds it); tokens/s and peak GPU memory. Training: forward + backward of 18M and 97M Mamba2s. Each
 with the scan transformers ships and with spanlab's (`ssd.install()`), and optionally the latter
 under torch.compile.
 
@@ -137,8 +137,8 @@ def prefill_cases(scans, record) -> None:
 
 
 def train_cases(scans, record) -> None:
-    # Training: forward + backward, bf16 weights; a tiny model (where transformers' scan fits) and ~130M.
-    for name, hidden, layers, b, n in (("tiny", 512, 8, 4, 1024), ("130M", 768, 24, 8, 2048)):
+    # Training: forward + backward, bf16 weights; an 18M model (where transformers' scan fits) and a 97M one.
+    for name, hidden, layers, b, n in (("tiny", 512, 8, 4, 1024), ("97M", 768, 24, 8, 2048)):
         small = mamba2(hidden, layers).train()
         nsmall = sum(p.numel() for p in small.parameters())
         ids = torch.randint(5, 8192, (b, n), device="cuda")

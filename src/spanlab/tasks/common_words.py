@@ -61,10 +61,10 @@ class CommonWords(Task):
                 name = "cwe_word_costs:" + hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest()[:32]
                 costs = ctx.counter.stored(name)
                 if not (isinstance(costs, list) and len(costs) == len(words) and all(type(c) is int for c in costs)):
-                    costs = ctx.counter.segment_counts([" " + w for w in words])
+                    costs = ctx.counter.word_counts(words)
                     ctx.counter.store(name, costs)
                 ctx.counter.cache[key] = dict(zip(words, costs))
-        return dict(ctx.counter.cache[key])  # per sample: extra words are added to the copy
+        return ctx.counter.cache[key]  # shared: a sample that adds extra words copies it first
 
     def _pool_additive(self, ctx: Context) -> bool:
         """Whether every word of the pool is a safe unit (see `TokenCounter.additive_units`); once per batch."""
@@ -121,18 +121,20 @@ class CommonWords(Task):
         gen = random.Random(extra_seed)
 
         def words(n: int) -> list[str]:
+            nonlocal costs
             if len(pool) + len(extra) < n:
+                if not extra:
+                    costs = dict(costs)  # this sample's own table (the shared one stays as it is)
                 new: list[str] = []
                 while len(pool) + len(extra) + len(new) < max(n, len(pool) + len(extra) + 256):
                     w = adj_noun(gen.randrange(num_adj_noun()))
                     if w not in costs:
                         costs[w] = -1  # reserve: no duplicates within this batch
                         new.append(w)
-                spaced_new = [" " + w for w in new]
-                for w, c in zip(new, ctx.counter.segment_counts(spaced_new)):
+                for w, c in zip(new, ctx.counter.word_counts(new)):
                     costs[w] = c
                 extra.extend(new)
-                if not ctx.counter.additive_units("x", spaced_new, " x"):
+                if not ctx.counter.additive_units("x", [" " + w for w in new], " x"):
                     additive[0] = False
             return (pool + extra)[:n] if n > len(pool) else pool[:n]
 

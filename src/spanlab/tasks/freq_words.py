@@ -107,7 +107,7 @@ class FreqWords(Task):
         words[0] = "..."  # the top-ranked "word" is noise
         layout_seed = rng.getrandbits(64)
         spaced = [" " + w for w in words]
-        wc = ctx.counter.segment_counts(spaced)
+        wc = ctx.counter.word_counts(words)  # = segment_counts(spaced), without caching one-off words
         z = zeta(p["alpha"])
         powers = [k ** -p["alpha"] for k in range(1, size + 1)]
         weights = [pk / z for pk in powers]

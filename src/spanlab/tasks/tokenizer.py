@@ -553,10 +553,10 @@ class ByteLevelCounts:
         except (AttributeError, ImportError):  # not a `tokenizers` object, or an older one
             return False
 
-    PROBE = [_PROBE, *_PROBE_LINES, " ".join(_PROBE_LINES), "\n".join(_PROBE_LINES), "a  b\n\n c \t\r\nd  ",
+    PROBE = (_PROBE, *_PROBE_LINES, " ".join(_PROBE_LINES), "\n".join(_PROBE_LINES), "a  b\n\n c \t\r\nd  ",
              "x's 'll 'S  '  1234567. 3f1c9a2e-77b0 #!?{}~ (a) [b] \"c\" d-e f: g; h, i! j? k.",
              " lead", "trail ", " ", "", "\n x \ny\t z", "\x00a\x1c b\x1f\x7f \x0b\x0c c\r\n\x08",
-             "caf\u00e9 \u2014 na\u00efve\u00a0x \u00a0 y \u3000z \u2019s \U0001f600 end.", "<|im_start|> x <|endoftext|>y"]
+             "caf\u00e9 \u2014 na\u00efve\u00a0x \u00a0 y \u3000z \u2019s \U0001f600 end.", "<|im_start|> x <|endoftext|>y")
 
     @classmethod
     def wrap(cls, backend: Any, rust: Any, agreed: bool | None = None) -> tuple[Any, bool]:
@@ -649,48 +649,56 @@ class ByteLevelCounts:
 
     def _count(self, texts: list[str]) -> list[int]:
         """Counts of chunks (no space after a space inside): one-piece words straight through the
-        model, other ASCII by pieces, the rest in Rust."""
-        out = [0] * len(texts)
-        other: list[int] = []
-        rust: list[int] = []
-        tok, tail = self.model_tokenize, self.TAIL
-        for i, t in enumerate(texts):
-            if not t.isascii():
-                rust.append(i)
+        model, hyphenated words from cached runs, other ASCII by pieces, the rest in Rust."""
+        tok, tail, piece, hyphen = self.model_tokenize, self.TAIL, self.piece, self.hyphen
+        all_ascii = "".join(texts).isascii()
+        out: list[int | None] = []
+        for t in texts:  # the hot loop of fresh keys and values: kept flat
+            if not all_ascii and not t.isascii():
+                out.append(None)
                 continue
             core = t.rstrip(tail)
             body = core[1:] if core[:1] == " " else core
-            if body.isalpha() or body.isdigit():  # " ?[A-Za-z]+" or " ?[0-9]+": one piece
+            if body.isdigit() or body.isalpha():  # " ?[0-9]+" or " ?[A-Za-z]+": one piece
                 c = len(tok(core.replace(" ", "\u0120")))
             elif "-" in body:
                 # runs of letters or digits joined by single hyphens (adjective-noun keys): the
                 # runs and each "-" are pieces; what follows the first hyphen is counted once
                 head, _, rest = core.partition("-")
-                r = self.hyphen.get(rest)
+                r = hyphen.get(rest)
                 if r is None:
-                    if len(self.hyphen) > self.MAX_CACHE:
-                        self.hyphen = {}
-                    runs = rest.split("-")
-                    ok = all(x.isalpha() or x.isdigit() for x in runs)
-                    r = self.hyphen[rest] = len(runs) * self._piece("-") + sum(map(self._piece, runs)) if ok else -1
+                    r = self._hyphenated(rest)
                 hb = head[1:] if head[:1] == " " else head
                 if r < 0 or not (hb.isalpha() or hb.isdigit()):
-                    other.append(i)
+                    out.append(None)
                     continue
-                c = self._piece(head) + r
+                c = piece.get(head)
+                c = (c if c is not None else self._piece(head)) + r
             else:
-                other.append(i)
+                out.append(None)
                 continue
             if len(core) < len(t):  # the punctuation run after a word is one piece of its own
-                c += self._piece(t[len(core):])
-            out[i] = c
-        if other:
-            for i, c in zip(other, self.by_pieces([texts[i] for i in other])):
+                pc = piece.get(t[len(core):])
+                c += pc if pc is not None else self._piece(t[len(core):])
+            out.append(c)
+        if None in out:
+            other = [i for i, c in enumerate(out) if c is None]
+            asc = [i for i in other if texts[i].isascii()]
+            for i, c in zip(asc, self.by_pieces([texts[i] for i in asc])):
                 out[i] = c
-        if rust:
+            rust = [i for i in other if out[i] is None]
             for i, c in zip(rust, self.rust([texts[i] for i in rust])):
                 out[i] = c
-        return out
+        return out  # type: ignore[return-value]
+
+    def _hyphenated(self, rest: str) -> int:
+        """Tokens of "-" + rest for rest = runs of letters or digits joined by "-" (-1 otherwise)."""
+        if len(self.hyphen) > self.MAX_CACHE:
+            self.hyphen = {}
+        runs = rest.split("-")
+        ok = all(x.isalpha() or x.isdigit() for x in runs)
+        r = self.hyphen[rest] = len(runs) * self._piece("-") + sum(map(self._piece, runs)) if ok else -1
+        return r
 
     def _piece(self, p: str) -> int:
         """Tokens of one GPT-2 piece of printable ASCII (cached)."""

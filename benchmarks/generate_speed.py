@@ -3,11 +3,18 @@
     python benchmarks/generate_speed.py --samples 100 --lengths 4096,16384 --ruler /tmp/ruler_bench
 
 Both sides are timed as whole processes (start-up, tokenizer load and set-up included), each
-writing `--samples` samples of one task at one length with spanlab's built-in tokenizer; spanlab's
-in-process generation rate (`generate()` only, caches warm) is printed too. Each process is also
+writing `--samples` samples of one task at one length with spanlab's built-in tokenizer, CPU
+seconds (user + sys, the steadier figure on a shared machine) and wall seconds, medians of
+`--repeat` runs; the two sides' runs alternate, so both see the same load. Each process is also
 run for a single sample: (CPU(N) - CPU(1)) / (N - 1) is the per-sample cost with start-up and
-set-up excluded, and the "per sample" speed-up compares those (CPU seconds are the steadier figure
-on a shared machine).
+set-up excluded. spanlab's in-process rate (`generate()` alone, caches warm) is printed too.
+
+Python bytecode: both sides run with a bytecode cache (PYTHONPYCACHEPREFIX in the scratch folder,
+written by an untimed warm-up run), as an installed package does; where PYTHONDONTWRITEBYTECODE
+is set (this VM sets it), an editable spanlab would otherwise recompile its sources on every run
+while RULER's dependencies come precompiled. spanlab's CPU without a bytecode cache is printed
+as well. spanlab's per-tokenizer count tables (spanlab.tasks.diskcache) live in the scratch folder
+too: the warm-up run fills them; the "first run" column is a run with them empty.
 
 RULER's generator needs downloads we cannot make here, so `--ruler DIR` builds a scratch copy
 outside the repository from the RULER snapshot: the essay JSON from spanlab's vendored essays, an
@@ -104,8 +111,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--lengths", default="4096,16384")
     ap.add_argument("--tasks", default=",".join(TASKS))
-    ap.add_argument("--repeat", type=int, default=3, help="spanlab process runs per cell (median reported)")
-    ap.add_argument("--ruler-repeat", type=int, default=1, help="RULER process runs per cell (median reported)")
+    ap.add_argument("--repeat", type=int, default=3, help="process runs per cell and side (median reported)")
     ap.add_argument("--ruler", type=Path, default=None, help="scratch dir for RULER's generator (outside the repo)")
     ap.add_argument("--ruler-mirror", default=RULER_MIRROR)
     args = ap.parse_args()
@@ -120,15 +126,20 @@ def main() -> None:
     spanlab_cmd = [sys.executable, "-c", "import sys; from spanlab.cli import main; main(sys.argv[1:])"]
     print(f"# {platform.node()} {platform.processor() or platform.machine()} {os.cpu_count()} cores, "
           f"python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    print("| task | length | spanlab in-process samples/s | spanlab wall s / CPU s | RULER wall s / CPU s "
-          "| speed-up wall / CPU | spanlab / RULER CPU ms per sample | speed-up per sample "
-          "| spanlab fill min/mean | RULER fill min/mean |", flush=True)
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| task | length | spanlab CPU s | RULER CPU s | speed-up CPU | spanlab / RULER wall s | speed-up wall "
+          "| spanlab CPU s without bytecode cache (speed-up) | spanlab first run CPU s (empty count cache) "
+          "| spanlab / RULER CPU ms per sample | spanlab in-process samples/s | spanlab fill min/mean "
+          "| RULER fill min/mean |", flush=True)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def med(xs: list[float]) -> float:
         return sorted(xs)[len(xs) // 2]
 
     with tempfile.TemporaryDirectory() as tmp:
+        base_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env = {**base_env, "PYTHONPYCACHEPREFIX": f"{tmp}/pycache", "SPANLAB_CACHE_DIR": f"{tmp}/counts"}
+        no_pyc = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "SPANLAB_CACHE_DIR": f"{tmp}/counts"}
+        no_pyc.pop("PYTHONPYCACHEPREFIX", None)
         for task in tasks:
             for L in lengths:
                 generate(task, length=L, num_samples=1, tokenizer=tok, seed=42)  # warm caches
@@ -137,35 +148,50 @@ def main() -> None:
                 inproc = args.samples / (time.perf_counter() - t)
                 out = Path(tmp) / "spanlab"
 
-                def sp_run(n: int, task: str = task, L: int = L, out: Path = out) -> tuple[float, float]:
+                def sp_run(n: int, env: dict = env, task: str = task, L: int = L,
+                           out: Path = out) -> tuple[float, float]:
                     return timed([*spanlab_cmd, "generate", "--tasks", task, "--lengths", str(L), "-n", str(n),
-                                  "--out", str(out), "--force"])
-                runs = [sp_run(args.samples) for _ in range(args.repeat)]
-                sfill = fill(out / str(L) / f"{task}.jsonl", L)
-                ones = [sp_run(1) for _ in range(args.repeat)]
-                sp, sp_cpu = med([w for w, _ in runs]), med([c for _, c in runs])
-                sp_one = (sp_cpu - med([c for _, c in ones])) / (args.samples - 1)
-                rcell = speed = rfill_cell = per = per_speed = "n/a"
+                                  "--out", str(out), "--force"], env=env)
+
+                first = sp_run(args.samples, {**env, "SPANLAB_CACHE_DIR": f"{tmp}/counts-first-{task}-{L}"})
+                sp_run(1)  # warm-up: bytecode and count tables in place
+                r_run = None
                 if ruler:
                     synthetic, shims = ruler
-                    env = {**os.environ, "PYTHONPATH": str(shims), "TOKENIZERS_PARALLELISM": "true"}
+                    renv = {**env, "PYTHONPATH": str(shims), "TOKENIZERS_PARALLELISM": "true"}
 
                     def r_run(n: int, task: str = task, L: int = L, synthetic: Path = synthetic,
-                              env: dict = env) -> tuple[float, float]:
+                              renv: dict = renv) -> tuple[float, float]:
                         return timed(ruler_cmd(synthetic, task, L, n, Path(tmp) / "ruler" / str(n) / str(L),
-                                               args.ruler / "tokenizer"), cwd=str(synthetic), env=env)
-                    rruns = [r_run(args.samples) for _ in range(args.ruler_repeat)]
-                    rones = [r_run(1) for _ in range(args.ruler_repeat)]
+                                               args.ruler / "tokenizer"), cwd=str(synthetic), env=renv)
+                    r_run(1)  # warm-up
+                runs, ones, rruns, rones, cold = [], [], [], [], []
+                for _ in range(args.repeat):  # alternate the sides: both see the same load
+                    runs.append(sp_run(args.samples))
+                    ones.append(sp_run(1))
+                    cold.append(sp_run(args.samples, no_pyc))
+                    if r_run is not None:
+                        rruns.append(r_run(args.samples))
+                        rones.append(r_run(1))
+                sfill = fill(out / str(L) / f"{task}.jsonl", L)
+                sp, sp_cpu = med([w for w, _ in runs]), med([c for _, c in runs])
+                sp_one = (sp_cpu - med([c for _, c in ones])) / (args.samples - 1)
+                cold_cpu = med([c for _, c in cold])
+                rcpu = speed = wall = wspeed = cold_cell = per = rfill_cell = "n/a"
+                if rruns:
                     rt, rt_cpu = med([w for w, _ in rruns]), med([c for _, c in rruns])
                     r_one = (rt_cpu - med([c for _, c in rones])) / (args.samples - 1)
                     rfill = fill(Path(tmp) / "ruler" / str(args.samples) / str(L) / task / "validation.jsonl", L)
-                    rcell, speed = f"{rt:.2f} / {rt_cpu:.2f}", f"{rt / sp:.1f}x / {rt_cpu / sp_cpu:.1f}x"
+                    rcpu, speed = f"{rt_cpu:.2f}", f"{rt_cpu / sp_cpu:.1f}x"
+                    wall, wspeed = f"{sp:.2f} / {rt:.2f}", f"{rt / sp:.1f}x"
+                    cold_cell = f"{cold_cpu:.2f} ({rt_cpu / cold_cpu:.1f}x)"
                     per = f"{1000 * sp_one:.1f} / {1000 * r_one:.1f}"
-                    per_speed = f"{r_one / sp_one:.0f}x" if sp_one > 0 else "inf"
                     rfill_cell = f"{rfill[0]:.3f} / {rfill[1]:.3f}"
-                print(f"| {task} | {L} | {inproc:.0f} | {sp:.2f} / {sp_cpu:.2f} | {rcell} | {speed} | {per} | "
-                      f"{per_speed} | {sfill[0]:.3f} / {sfill[1]:.3f} | {rfill_cell} |", flush=True)
+                print(f"| {task} | {L} | {sp_cpu:.3f} | {rcpu} | {speed} | {wall} | {wspeed} | {cold_cell} "
+                      f"| {first[1]:.2f} | {per} | {inproc:.0f} | {sfill[0]:.3f} / {sfill[1]:.3f} | {rfill_cell} |",
+                      flush=True)
         print(f"# load average at the end: {os.getloadavg()}")
+
 
 if __name__ == "__main__":
     main()

@@ -145,3 +145,32 @@ def test_runs_share_one_stream_cache(tmp_path):
     b = prepare_stream(PretrainConfig(arch="mamba2", out=tmp_path / "b", **common))
     assert a == b and b.stat().st_mtime_ns == mtime
     assert [p.name for p in (tmp_path / "data").iterdir() if "partial" in p.name] == []
+
+
+@pytest.mark.parametrize("arch", ["transformer", "mamba2", "hybrid", "griffin", "rwkv"])
+def test_labeled_positions_loss_equals_the_models_loss(arch):
+    """The answer-only loss that skips unlabeled logits gives the model's own loss and gradients."""
+    import torch
+
+    from spanlab.pretrain.run import labeled_positions_loss
+    from spanlab.zoo import build_model
+
+    model = build_model(arch, "tiny", vocab_size=512, seed=0, pad_token_id=0, eos_token_id=1)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(2, 512, (3, 40), generator=g)
+    labels = torch.full_like(ids, -100)
+    labels[0] = ids[0]  # a text row: every token
+    labels[1, 30:36] = ids[1, 30:36]  # task rows: the answer only
+    labels[2, 12:15] = ids[2, 12:15]
+    batch = {"input_ids": ids, "labels": labels}
+    ref = model(input_ids=ids, labels=labels, use_cache=False).loss
+    ref.backward()
+    ref_grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad()
+    got = labeled_positions_loss(model, batch)
+    got.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert torch.allclose(got, ref, atol=1e-5, rtol=1e-5)
+    assert len(grads) == len(ref_grads)
+    for a, b in zip(grads, ref_grads):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)

@@ -32,23 +32,33 @@ def train_cmd(
     save_every: int = typer.Option(200, help="checkpoint every N steps"),
     workers: int | None = typer.Option(None, help="processes building the data stream (default: every core)"),
     progress: bool = typer.Option(True),
+    data_only: bool = typer.Option(False, "--data-only", help="build (or find) the data stream and exit; "
+                                   "runs that share --data-dir then start training at once"),
 ) -> None:
     """Pre-train a zoo model: same data order and tokenizer for every architecture."""
     from rich.console import Console
 
     from spanlab.pretrain.data import DEFAULT_TASKS
-    from spanlab.pretrain.run import PretrainConfig, parse_count, pretrain
-
-    summary = pretrain(
-        PretrainConfig(
-            arch=arch, size=size, context=context, tokens=parse_count(tokens), out=out, seed=seed,
-            tokenizer=tokenizer, micro_batch_size=batch_size, grad_accum=grad_accum, lr=lr,
-            mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
-            task_fraction=task_fraction, heldout=[str(h) for h in heldout], save_every=save_every,
-            tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()) if tasks else DEFAULT_TASKS,
-            loss=loss, warmup_fraction=warmup_fraction, data_dir=Path(data_dir) if data_dir else None, data_workers=workers, progress=progress,
-        )
+    from spanlab.pretrain.run import (
+        PretrainConfig,
+        parse_count,
+        prepare_stream,
+        pretrain,
     )
+
+    cfg = PretrainConfig(
+        arch=arch, size=size, context=context, tokens=parse_count(tokens), out=out, seed=seed,
+        tokenizer=tokenizer, micro_batch_size=batch_size, grad_accum=grad_accum, lr=lr,
+        mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
+        task_fraction=task_fraction, heldout=[str(h) for h in heldout], save_every=save_every,
+        tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()) if tasks else DEFAULT_TASKS,
+        loss=loss, warmup_fraction=warmup_fraction, data_dir=Path(data_dir) if data_dir else None,
+        data_workers=workers, progress=progress,
+    )
+    if data_only:
+        print(prepare_stream(cfg))
+        return
+    summary = pretrain(cfg)
     if summary:
         c = Console()
         state = "already trained" if summary.get("skipped") else "trained"

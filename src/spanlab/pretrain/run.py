@@ -72,6 +72,33 @@ class PretrainConfig:
     progress: bool = True
 
 
+def labeled_positions_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """The causal-LM loss of `model(input_ids, labels=labels)`, with the vocabulary projection
+    computed only at positions that have a label.
+
+    With `--loss answers` most positions of a task row have none (label -100), and for tiny models
+    the 8K-way output layer and its cross-entropy are most of a step's work (and, at batch 64 x
+    512, a 1 GiB float32 logits tensor), so skipping them is a large saving with the same loss and
+    gradients (tests/zoo/test_pretrain.py compares both). Falls back to the model's own loss where
+    that is not exactly "final hidden state -> output embedding" (logit soft-capping, or a model
+    wrapped for DDP, whose forward must be called for gradients to synchronise).
+    """
+    import torch.nn.functional as F
+
+    labels = batch["labels"]
+    config = getattr(model, "config", None)
+    base = getattr(model, "base_model", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if (base is None or base is model or head is None or getattr(config, "logits_soft_cap", None)
+            or getattr(config, "final_logit_softcapping", None)):
+        return model(input_ids=batch["input_ids"], labels=labels, use_cache=False).loss
+    hidden = base(input_ids=batch["input_ids"], use_cache=False).last_hidden_state
+    target = labels[:, 1:]
+    keep = target != -100
+    logits = head(hidden[:, :-1][keep]).float()
+    return F.cross_entropy(logits, target[keep])
+
+
 def heldout_from_files(paths: Iterable[str | Path]) -> HeldOut:
     """The held-out set from evaluation sample files (JSONL, or folders of them)."""
     texts: list[str] = []
@@ -192,7 +219,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     )
     # Rows are already in a seeded random order; reading them in sequence keeps "row i is the
     # i-th sequence seen" true for every architecture.
-    result = train(model, dataset, tcfg, accelerator=acc, shuffle=False)
+    # Answer-only rows: project to the vocabulary only where a label is (one process; under DDP the
+    # wrapper's own forward must run, so the model computes its full loss).
+    sparse = cfg.loss == "answers" and acc.num_processes == 1
+    result = train(model, dataset, tcfg, accelerator=acc, shuffle=False,
+                   **({"loss_fn": labeled_positions_loss} if sparse else {}))
     summary: dict[str, Any] = {}
     if acc.is_main_process:
         assert result.final_dir is not None

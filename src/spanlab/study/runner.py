@@ -200,16 +200,21 @@ class Study:
         dest = self.out / "heldout"
         dest.mkdir(parents=True, exist_ok=True)
         n = 0
+        made: set[str] = set()  # models at the same context share one grid: written once
         for m in self.cfg.models:
             if m.train is None:
                 continue
             for block in self.cfg.eval:
-                samples = self.block_samples(m.name, block)
+                key = json.dumps([block.name, self.eval_config(m.name, block).lengths])
+                if key in made:
+                    continue
+                made.add(key)
                 path = dest / f"{m.name}.{block.name}.jsonl"
+                text = "".join(s.to_json() + "\n" for s in self.block_samples(m.name, block))
                 tmp = path.with_suffix(".tmp")
-                tmp.write_text("".join(s.to_json() + "\n" for s in samples), encoding="utf-8")
+                tmp.write_text(text, encoding="utf-8")
                 tmp.replace(path)
-                n += len(samples)
+                n += text.count("\n")
         return {"samples": n}
 
     def pretrain_config(self, name: str) -> Any:

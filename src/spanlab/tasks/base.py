@@ -54,7 +54,7 @@ def join_parts(head: str, items: list[str], sep: str, tail: str) -> list[str]:
     """
     if not items:
         return [head + tail]
-    out = [sep + x for x in items]
+    out = [sep + x for x in items] if sep else list(items)  # fwe's words carry their own spaces
     if len(head) >= 2 and head[-1] in " \n" and not head[-2].isspace():
         out[0] = head[-1] + items[0]
         return [head[:-1], *out, tail]

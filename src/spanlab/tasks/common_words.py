@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from itertools import pairwise
+from itertools import accumulate, pairwise
 from typing import Any
 
 from spanlab.errors import SpanlabError
@@ -142,8 +142,12 @@ class CommonWords(Task):
 
         def word_prefix(n: int) -> int:
             if n >= len(wprefix):
-                for w in words(n)[len(wprefix) - 1:]:
-                    wprefix.append(wprefix[-1] + costs[w])
+                words(n)  # draws extra words if n needs them
+                start = len(wprefix) - 1
+                new = pool[start:n] if n <= len(pool) else (pool + extra)[start:n]
+                sums = accumulate(map(costs.__getitem__, new), initial=wprefix[-1])  # in C
+                next(sums)  # the initial value, already there
+                wprefix.extend(sums)
             return wprefix[n]
 
         ncw = p["num_cw"]

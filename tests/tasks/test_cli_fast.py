@@ -142,3 +142,13 @@ def test_progress_bar_draws_only_on_a_terminal():
     bar.advance(4)
     bar.close()
     assert pipe.getvalue() == ""
+
+
+def test_cli_app_attribute_is_the_typer_application():
+    import typer
+
+    import spanlab.cli
+    import spanlab.cli.app  # importing the submodule must not replace the attribute
+
+    assert isinstance(spanlab.cli.app, typer.Typer)
+    assert "generate" in {c.name for c in spanlab.cli.app.registered_commands}

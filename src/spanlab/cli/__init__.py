@@ -15,6 +15,7 @@ still gives the Typer application with every command registered.
 from __future__ import annotations
 
 import sys
+import types
 from typing import Any
 
 from spanlab.errors import SpanlabError
@@ -35,14 +36,23 @@ def load_app() -> Any:
             if mod != "app" and not mod.startswith("_"):
                 importlib.import_module(f"{__name__}.{mod}")
         _APP = app
-    globals()["app"] = _APP  # importing the `app` submodule set the attribute to the module
     return _APP
 
 
-def __getattr__(name: str) -> Any:
-    if name == "app":
+class _Package(types.ModuleType):
+    """`spanlab.cli.app` is the Typer application (as when this package imported it eagerly), built
+    on first access; importing the `app` submodule sets that attribute, which is ignored here."""
+
+    @property
+    def app(self) -> Any:
         return load_app()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+    @app.setter
+    def app(self, value: Any) -> None:
+        pass
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -95,7 +95,6 @@ for a in $ARCHS; do
   (
     $SP train --arch "$a" "${COMMON[@]}" --save-every 0 --no-progress --out "$OUT/runs/$a" >"$OUT/$a.log" 2>&1
     python3 -c "from spanlab.zoo.shipped import export_run; export_run('$OUT/runs/$a', '$OUT/models/$a-tiny-c$CTX')"
-    cp "$OUT/runs/$a/loss_curve.png" "$OUT/models/$a-tiny-c$CTX/" 2>/dev/null || true
     if [ -n "${SHIP_TAR:-}" ]; then tar cf "$SHIP_TAR/$a.tar" -C "$OUT/models" "$a-tiny-c$CTX"; fi
     stamp "$a: $(python3 -c "import json; d = json.load(open('$OUT/runs/$a/pretrain.json')); print(f\"{d['tokens']:,} tokens, {d['tokens_per_s']:,.0f} tokens/s, {d['wall_s']:.1f} s, final loss {d['final_loss']:.3f}, peak {d['peak_memory_gb'] or 0:.1f} GB\")")"
   ) & pids+=($!)

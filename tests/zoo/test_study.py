@@ -63,7 +63,8 @@ def test_config_errors_are_one_line_spanlab_errors(tmp_path):
         load_study("no-such-study")
 
 
-@pytest.mark.parametrize("name", ["demo", "huang2024-mini", "expansion-span-mini"])
+@pytest.mark.parametrize("name", ["demo", "huang2024-mini", "expansion-span-mini", "huang2024-mini-gpu-quick",
+                                  "expansion-span-mini-gpu-quick"])
 def test_shipped_configs_parse_and_plan(name, tmp_path):
     cfg = load_study(str(ROOT / "configs" / f"{name}.yaml"))
     steps = [s.id for s in Study(cfg, out=tmp_path).plan()]
@@ -71,7 +72,14 @@ def test_shipped_configs_parse_and_plan(name, tmp_path):
     study = Study(cfg, out=tmp_path)
     for f in cfg.finetune:  # settings are real FinetuneConfig fields
         fc = study.finetune_config(f.name)
-        assert fc.context == 4 * cfg.models[0].train.context
+        assert fc.context == 4 * study.context_of(cfg.models[0].name)
+    if cfg.profile is not None:  # Fig. 4 from the fine-tuning length 4C up, chunk = window = C
+        p = study.profile_settings()
+        c = study.context_of(cfg.models[0].name)
+        assert p["lengths"][0] == 4 * c and p["chunk_sizes"] == [c] and p["window"] == c
+    for m in cfg.models:  # the recipe under which the zoo's tiny models learn to retrieve
+        if m.train is not None:
+            assert m.train.loss == "answers" and m.train.task_fraction == 0.9
     if name == "demo":  # the packaged copy is what `spanlab study demo` reads on a fresh machine
         from spanlab.study.config import packaged_configs
 

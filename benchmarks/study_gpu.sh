@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Run a study on the lent GPU inside one device call, and bring back what a later call needs to
+# resume it and what docs/results.md reports.
+#
+#   bash benchmarks/study_gpu.sh CONFIG DIR [SECONDS=540]
+#
+# CONFIG  a study YAML (e.g. configs/huang2024-mini-gpu-quick.yaml); DIR its run directory.
+# RESUME  (env) a .tgz this script packed in an earlier call (carry it): unpacked into DIR first.
+# The study runs under `timeout SECONDS` (keep it below the call's limit: packing takes seconds);
+# a study killed there resumes from its step journal when re-run. Then DIR is packed into
+# $OUT/<name>.tgz without what is large and rebuilt deterministically or only needed mid-step:
+# the token streams (data/) and training checkpoints. So steps that finished are carried over
+# (final models, fine-tuned adapters/merged models, eval journals, report), and a training step
+# that was cut off starts again from its first step in the next call.
+set -uo pipefail
+CONFIG=${1:?usage: study_gpu.sh CONFIG DIR [SECONDS]}
+DIR=${2:?usage: study_gpu.sh CONFIG DIR [SECONDS]}
+SECS=${3:-540}
+NAME=$(basename "$DIR")
+mkdir -p "$(dirname "$DIR")"
+if [ -n "${RESUME:-}" ]; then
+  tar xzf "$RESUME" -C "$(dirname "$DIR")" && echo "resumed from $RESUME: $(wc -l <"$DIR/steps.jsonl") steps done"
+fi
+t0=$(date +%s)
+timeout "$SECS" python3 -m spanlab study "$CONFIG" --out "$DIR" --no-progress 2>&1 | grep -v '^\[transformers\]'
+rc=${PIPESTATUS[0]}
+echo "study exit $rc after $(( $(date +%s) - t0 ))s (124 = stopped by the time limit; re-run to resume)"
+if [ -n "${OUT:-}" ]; then
+  tar czf "$OUT/$NAME.tgz" --exclude="$NAME/data" --exclude='checkpoints' -C "$(dirname "$DIR")" "$NAME"
+  cp "$DIR/report/summary.md" "$OUT/$NAME.summary.md" 2>/dev/null || true
+  ls -l "$OUT"
+fi
+exit "$rc"

@@ -138,8 +138,8 @@ def test_runs_share_one_stream_cache(tmp_path):
     """Two architectures with the same mixture read one cached stream (built once)."""
     from spanlab.pretrain.run import prepare_stream
 
-    common = dict(size="tiny", context=256, tokens=256 * 8, micro_batch_size=4, task_fraction=0.5,
-                  data_dir=tmp_path / "data", progress=False, data_workers=1)
+    common = {"size": "tiny", "context": 256, "tokens": 256 * 8, "micro_batch_size": 4, "task_fraction": 0.5,
+              "data_dir": tmp_path / "data", "progress": False, "data_workers": 1}
     a = prepare_stream(PretrainConfig(arch="transformer", out=tmp_path / "a", **common))
     mtime = a.stat().st_mtime_ns
     b = prepare_stream(PretrainConfig(arch="mamba2", out=tmp_path / "b", **common))

@@ -76,8 +76,8 @@ def generate(
 
     if num_samples == 0:
         return []
-    # The first sample fills the per-tokenizer caches; the rest run in threads, since token counting
-    # happens in Rust with the GIL released. Each sample has its own RNG, so order cannot matter.
+    # The first sample fills the per-tokenizer caches; the rest may run in threads (see below).
+    # Each sample has its own RNG, so order cannot matter.
     # The first sample also checks additive token counts against full tokenisation; on a mismatch
     # the counter falls back to full tokenisation for good and the sample is made again.
     ctx.verify = True

@@ -6,15 +6,15 @@ add up at (a probe through the Rust tokenizer, whose first call also starts its 
 whether the Python-side counter agrees with the Rust one, and tables such as the token counts of
 cwe's 8,166 candidate words or of the essay sentences. Those are stored in one small JSON file
 per tokenizer, keyed by a SHA-256 of everything they depend on (the tokenizer's serialised
-definition, the `tokenizers` version, spanlab's probe texts and counting rules, `FORMAT`), so a
-changed tokenizer or a changed rule simply misses.
+definition, the `tokenizers` version, spanlab's probe texts and counting rules, the source of
+every `spanlab.tasks` module, `FORMAT`), so a changed tokenizer, rule or task text simply misses.
 
 Location: `$SPANLAB_CACHE_DIR`, else `$XDG_CACHE_HOME/spanlab`, else `~/.cache/spanlab`. Set
 `SPANLAB_CACHE_DIR=off` to neither read nor write. Every failure (unwritable folder, corrupt or
 foreign file, a race with another process) falls back to computing the tables, never to an
 error; files are written atomically, so readers see either the old file or the new one. The
-values are recomputable facts, and the first sample of every batch is still checked against a
-full count (`generate`), so a cache can only make a run faster, not different.
+values are recomputable facts computed by the code whose source is in the key, so a cache can only
+make a run faster, not different.
 """
 
 from __future__ import annotations
@@ -25,7 +25,23 @@ from pathlib import Path
 from typing import Any
 
 ENV = "SPANLAB_CACHE_DIR"
-FORMAT = 1  # bump when what is stored, or how it is computed, changes
+FORMAT = 1  # bump when the file layout changes (code changes are keyed by source_digest)
+
+
+def source_digest() -> str:
+    """SHA-256 of the source of every module in `spanlab.tasks` (~0.5 ms): stored facts are
+    computed by that code, so any edit to it must miss the cache."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        try:
+            h.update(f.name.encode() + b"\x00" + f.read_bytes() + b"\x00")
+        except OSError:  # a zip/frozen install: fall back to the package version
+            from spanlab import __version__
+
+            return "version:" + __version__
+    return h.hexdigest()
 
 
 def cache_dir() -> Path | None:

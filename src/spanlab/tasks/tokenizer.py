@@ -214,8 +214,12 @@ class TokenCounter:
         except ImportError:
             tokenizers_version = "?"
         h = hashlib.sha256()
+        # The code that computes the stored facts is part of the key (its source, not a version
+        # number: editable installs change code without changing versions), so a fixed counter or a
+        # changed task text can never be served an old answer from disk.
         for part in (f"spanlab-counts|{diskcache.FORMAT}|{tokenizers_version}|", definition, _PROBE, *_PROBE_LINES,
-                     *SEPARATORS, *ByteLevelCounts.PROBE, ByteLevelCounts.PIECES.pattern, essay_excerpt(5000)):
+                     *SEPARATORS, *ByteLevelCounts.PROBE, ByteLevelCounts.PIECES.pattern, essay_excerpt(5000),
+                     diskcache.source_digest()):
             h.update(part if isinstance(part, bytes) else part.encode("utf-8", "surrogatepass"))
             h.update(b"\x00")
         self._key = h.hexdigest()
@@ -473,6 +477,7 @@ class TokenCounter:
         """Fall back to full tokenisation (a first-sample check found a mismatch)."""
         self.seps = frozenset()
         self.additive_note = "not additive (a generated sample disagreed): every prompt is tokenised in full"
+        self._remember_stored("seps", [])  # later processes skip the additive path from the start
 
 
 SEPARATORS = (" ", "\n")

@@ -122,3 +122,15 @@ def test_threads_do_not_change_samples():
     two = [s.to_json() for s in generate("niah_multikey_2", length=2048, num_samples=5, tokenizer=tok, seed=1,
                                          num_workers=2)]
     assert one == two
+
+
+@pytest.mark.parametrize("which", ["builtin", "bpe"])
+def test_word_counts_send_added_tokens_to_rust(which, bpe_tokenizer):
+    tok = load_builtin_raw() if which == "builtin" else bpe_tokenizer
+    counter = TokenCounter(tok)
+    added = [t.content for t in tok.backend_tokenizer.get_added_tokens_decoder().values() if t.content]
+    if not added:
+        pytest.skip("tokenizer without added tokens")
+    a = added[0]
+    words = [a, "key" + a, a + "-value", "x" + a + "y.", "plain", "adorable-shelter"]
+    assert counter.word_counts(words) == _rust(tok)([" " + w for w in words])

@@ -654,12 +654,16 @@ class ByteLevelCounts:
 
     def _count(self, texts: list[str]) -> list[int]:
         """Counts of chunks (no space after a space inside): one-piece words straight through the
-        model, hyphenated words from cached runs, other ASCII by pieces, the rest in Rust."""
+        model, hyphenated words from cached runs, other ASCII by pieces; non-ASCII texts and texts
+        holding an added token in Rust."""
         tok, tail, piece, hyphen = self.model_tokenize, self.TAIL, self.piece, self.hyphen
-        all_ascii = "".join(texts).isascii()
+        joined = "".join(texts)
+        all_ascii = joined.isascii()
+        # Texts holding an added token (e.g. "<|im_start|>") go to Rust, which counts it as one.
+        screen = self.added is not None and any(map(joined.__contains__, self.added_first))
         out: list[int | None] = []
         for t in texts:  # the hot loop of fresh keys and values: kept flat
-            if not all_ascii and not t.isascii():
+            if (not all_ascii and not t.isascii()) or (screen and self.added.search(t)):
                 out.append(None)
                 continue
             core = t.rstrip(tail)
@@ -688,7 +692,8 @@ class ByteLevelCounts:
             out.append(c)
         if None in out:
             other = [i for i, c in enumerate(out) if c is None]
-            asc = [i for i in other if texts[i].isascii()]
+            added = self.added  # an added token inside a text is one token: only Rust knows
+            asc = [i for i in other if texts[i].isascii() and not (added is not None and added.search(texts[i]))]
             for i, c in zip(asc, self.by_pieces([texts[i] for i in asc])):
                 out[i] = c
             rust = [i for i in other if out[i] is None]

@@ -121,9 +121,7 @@ def random_value(kind: str, rng: random.Random) -> str:
     if kind == "words":
         adjs, nouns = _adj_noun()
         n = len(adjs) * len(nouns)
-        i = _below(rng.getrandbits, n, n.bit_length()) if _inline_ok(rng) else rng.randrange(n)
-        a, b = divmod(i, len(nouns))
-        return f"{adjs[a]}-{nouns[b]}"
+        return adj_noun(_below(rng.getrandbits, n, n.bit_length()) if _inline_ok(rng) else rng.randrange(n))
     if kind == "uuids":
         import uuid  # here: the module costs ~5 ms of start-up that most tasks never need
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from spanlab.eval.batching import plan_batches
 from spanlab.eval.journal import Journal, read_run
 
@@ -44,3 +46,14 @@ def test_equal_padding_never_mixes_lengths_and_none_is_batch_one():
     assert all(len({lengths[i] for i in b}) == 1 for b in batches)
     assert sorted(map(len, batches)) == [1, 2, 3]
     assert all(len(b) == 1 for b in plan_batches(lengths, padding="none", batch_size=8, max_batch_tokens=10_000))
+
+
+@pytest.mark.parametrize("rank, world", [("2", "2"), ("0", "0"), ("x", "2"), ("-1", "2")])
+def test_bad_rank_environment_is_a_clear_error(monkeypatch, rank, world):
+    from spanlab.errors import SpanlabError
+    from spanlab.eval.shard import rank_world
+
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setenv("WORLD_SIZE", world)
+    with pytest.raises(SpanlabError, match="WORLD_SIZE"):
+        rank_world()

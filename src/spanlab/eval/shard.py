@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import os
 
+from spanlab.errors import SpanlabError
+
 
 def rank_world() -> tuple[int, int]:
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        rank, world = -1, 0
+    if not 0 <= rank < world:
+        raise SpanlabError(f"RANK={os.environ.get('RANK')!r} and WORLD_SIZE={os.environ.get('WORLD_SIZE')!r} do not "
+                           "describe a process of a run; unset both for one process, or launch with torchrun / "
+                           "accelerate launch")
+    return rank, world

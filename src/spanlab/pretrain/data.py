@@ -244,25 +244,35 @@ def build_stream(
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
         pool = ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init, initargs=(worker,))
         results = pool.map(_rows, chunks)
-    try:
-        for idx, (rows, row_spans) in zip(chunks, results):
-            out[idx[0] : idx[-1] + 1] = rows
-            spans[idx[0] : idx[-1] + 1] = row_spans
-            if bar is not None:
-                bar.update(len(idx))
-    finally:
-        if pool is not None:
-            pool.shutdown()
-        if bar is not None:
-            bar.close()
-    out.flush()
-    del out
     tmp_spans = tmp.with_name(tmp.stem + ".answers.npy")
-    np.save(tmp_spans, spans)
-    # Spans first, rows last: the rows' file is what marks a finished build, and a killed build
-    # never leaves a truncated cache behind (os.replace is atomic).
-    os.replace(tmp_spans, answers_path(path))
-    os.replace(tmp, path)
+    try:
+        try:
+            for idx, (rows, row_spans) in zip(chunks, results):
+                out[idx[0] : idx[-1] + 1] = rows
+                spans[idx[0] : idx[-1] + 1] = row_spans
+                if bar is not None:
+                    bar.update(len(idx))
+        finally:
+            if pool is not None:
+                pool.shutdown()
+            if bar is not None:
+                bar.close()
+        out.flush()
+        del out
+        np.save(tmp_spans, spans)
+        # Spans first, rows last: the rows' file is what marks a finished build, and a killed build
+        # never leaves a truncated cache behind (os.replace is atomic).
+        os.replace(tmp_spans, answers_path(path))
+        os.replace(tmp, path)
+    except BaseException:
+        # The temporary names carry the pid, so no later build overwrites them: remove the
+        # (multi-GB) partial files of a failed or interrupted build here.
+        for f in (tmp, tmp_spans):
+            try:
+                f.unlink()
+            except OSError:
+                pass
+        raise
     return path
 
 

@@ -11,8 +11,8 @@ ARCHS = ("llama", "mamba2", "bamba", "zamba2", "jamba", "falcon_h1", "recurrent_
 def tiny_config(arch: str, vocab: int, eos: int, pad: int):
     import transformers as T
 
-    common = dict(vocab_size=vocab, bos_token_id=eos, eos_token_id=eos, pad_token_id=pad)
-    attn = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    common = {"vocab_size": vocab, "bos_token_id": eos, "eos_token_id": eos, "pad_token_id": pad}
+    attn = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}
     if arch == "llama":
         return T.LlamaConfig(**attn, max_position_embeddings=4096, **common)
     if arch == "mamba2":
@@ -47,6 +47,23 @@ def tokenizer():
     from spanlab.tasks.tokenizer import load_tokenizer
 
     return load_tokenizer(None)
+
+
+@pytest.fixture(scope="session")
+def build_tiny(tokenizer):
+    """build_tiny(arch, seed=0): an in-memory tiny model in eval mode, with weights large enough
+    (initializer_range 0.1) that its SSM/recurrent layers weigh on the logits."""
+
+    def build(arch: str, seed: int = 0):
+        import torch
+        import transformers as T
+
+        torch.manual_seed(seed)
+        cfg = tiny_config(arch, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
+        cfg.initializer_range = 0.1
+        return T.AutoModelForCausalLM.from_config(cfg).eval()
+
+    return build
 
 
 @pytest.fixture(scope="session")

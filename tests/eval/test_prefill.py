@@ -8,36 +8,13 @@ exact chunking stays below ~1e-6, so the tolerance below separates the two by fo
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
-
-
-def _tiny_config():
-    # The tiny configs live in this folder's conftest; --import-mode=importlib puts no test folder on sys.path.
-    spec = importlib.util.spec_from_file_location("_eval_conftest", Path(__file__).with_name("conftest.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.tiny_config
-
-
-tiny_config = _tiny_config()
 
 CHUNKED = {"mamba2": "state", "rwkv": "state", "bamba": "generate", "zamba2": "generate", "falcon_h1": "generate"}
 ONE_SHOT = ("llama", "jamba", "recurrent_gemma")
 REL_TOL = 1e-5  # of the logits' scale; fp32 chunking noise measured <= 1.2e-6
-
-
-def build(arch: str, tokenizer, seed: int = 0):
-    import torch
-    import transformers as T
-
-    torch.manual_seed(seed)
-    cfg = tiny_config(arch, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
-    cfg.initializer_range = 0.1
-    return T.AutoModelForCausalLM.from_config(cfg).eval()
 
 
 def left_padded_prompts(arch: str, tokenizer, width: int = 150):
@@ -79,14 +56,14 @@ def record_widths(model):
 
 @pytest.mark.parametrize("chunk", [7, 64])
 @pytest.mark.parametrize("arch", sorted(CHUNKED))
-def test_chunked_prefill_equals_one_shot(arch, chunk, tokenizer):
+def test_chunked_prefill_equals_one_shot(arch, chunk, tokenizer, build_tiny):
     """Same greedy tokens and logits (prefill's last position and every decode step) as one-shot
     `generate`, on a left-padded batch, with chunk sizes that do not divide the prompt."""
     import torch
 
     from spanlab.models.prefill import chunked_generate, plan_prefill
 
-    model = build(arch, tokenizer)
+    model = build_tiny(arch)
     ids, mask = left_padded_prompts(arch, tokenizer)
     gc = greedy_config(tokenizer)
     plan = plan_prefill(model, chunk)
@@ -105,7 +82,7 @@ def test_chunked_prefill_equals_one_shot(arch, chunk, tokenizer):
 
 
 @pytest.mark.parametrize("arch", ["mamba2", "rwkv"])
-def test_state_mode_hands_generate_a_tail_long_enough_for_stop_strings(arch, tokenizer):
+def test_state_mode_hands_generate_a_tail_long_enough_for_stop_strings(arch, tokenizer, build_tiny):
     """A stop string may start inside the prompt: generate must see as many prompt tokens as the
     stop string has characters, and the answer stays that of one shot."""
     import copy
@@ -114,7 +91,7 @@ def test_state_mode_hands_generate_a_tail_long_enough_for_stop_strings(arch, tok
 
     from spanlab.models.prefill import chunked_generate, plan_prefill
 
-    model = build(arch, tokenizer)
+    model = build_tiny(arch)
     ids, mask = left_padded_prompts(arch, tokenizer)
     gc = copy.copy(greedy_config(tokenizer, new_tokens=4))
     gc.stop_strings = ["\n", "zzz"]
@@ -128,7 +105,7 @@ def test_state_mode_hands_generate_a_tail_long_enough_for_stop_strings(arch, tok
     assert_logits_close(got.logits, ref.logits)
 
 
-def test_jamba_chunking_would_change_the_answer_so_it_stays_one_shot(tokenizer, capsys):
+def test_jamba_chunking_would_change_the_answer_so_it_stays_one_shot(tokenizer, capsys, build_tiny):
     """transformers' own prefill_chunk_size restarts Jamba's SSM state at every chunk: the
     tolerance above catches it, and spanlab keeps Jamba (and RecurrentGemma) one-shot, saying so."""
     import copy
@@ -137,7 +114,7 @@ def test_jamba_chunking_would_change_the_answer_so_it_stays_one_shot(tokenizer, 
 
     from spanlab.models.prefill import note, plan_prefill
 
-    model = build("jamba", tokenizer)
+    model = build_tiny("jamba")
     ids, mask = left_padded_prompts("jamba", tokenizer)
     gc = greedy_config(tokenizer, new_tokens=1)
     naive = copy.copy(gc)
@@ -148,28 +125,28 @@ def test_jamba_chunking_would_change_the_answer_so_it_stays_one_shot(tokenizer, 
     assert float((bad - ref).abs().max()) > 100 * REL_TOL * float(ref.abs().max())
 
     for arch in ("jamba", "recurrent_gemma"):
-        plan = plan_prefill(build(arch, tokenizer), 7)
+        plan = plan_prefill(build_tiny(arch), 7)
         assert plan.mode == "one-shot" and "state" in plan.reason
         note(plan)
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and all(line.startswith("note: prefilling prompts in one shot: ") for line in err)
     assert "JambaForCausalLM" in err[0] and "RecurrentGemmaForCausalLM" in err[1]
     # Attention-only models and chunking switched off prefill in one shot without a note.
-    for plan in (plan_prefill(build("llama", tokenizer), 7), plan_prefill(build("mamba2", tokenizer), 0)):
+    for plan in (plan_prefill(build_tiny("llama"), 7), plan_prefill(build_tiny("mamba2"), 0)):
         assert plan.mode == "one-shot"
         note(plan)
     assert capsys.readouterr().err == ""
 
 
-def test_unverified_setups_prefill_in_one_shot(tokenizer, monkeypatch):
+def test_unverified_setups_prefill_in_one_shot(tokenizer, monkeypatch, build_tiny):
     """Remote code and transformers older than the verified cache API fall back, with a note."""
     from spanlab.models import prefill
     from spanlab.models.prefill import plan_prefill
 
-    model = build("mamba2", tokenizer)
+    model = build_tiny("mamba2")
     plan = plan_prefill(model, 64, trust_remote_code=True)
     assert plan.mode == "one-shot" and plan.tell and "remote code" in plan.reason
-    assert not plan_prefill(build("llama", tokenizer), 64, trust_remote_code=True).tell
+    assert not plan_prefill(build_tiny("llama"), 64, trust_remote_code=True).tell
     monkeypatch.setattr(prefill, "transformers_version", lambda: "5.9.0")
     plan = plan_prefill(model, 64)
     assert plan.mode == "one-shot" and plan.tell and "5.9.0" in plan.reason
@@ -184,12 +161,12 @@ def _prompts(tokenizer, words: tuple[int, ...]) -> list[str]:
 
 
 @pytest.mark.parametrize("arch", sorted(CHUNKED) + list(ONE_SHOT))
-def test_backend_generations_equal_with_and_without_chunking(arch, tokenizer):
+def test_backend_generations_equal_with_and_without_chunking(arch, tokenizer, build_tiny):
     """The HF backend end to end (tokenise, left-pad, prefill, decode, cut): identical generations
     with --prefill-chunk 64 and 0, and the manifest says how the prompts were prefilled."""
     from spanlab.models.hf import HFBackend
 
-    model = build(arch, tokenizer)
+    model = build_tiny(arch)
     prompts = _prompts(tokenizer, (90, 140) if arch == "rwkv" else (60, 150, 110))
     runs = {}
     for chunk in (64, 0):
@@ -204,13 +181,13 @@ def test_backend_generations_equal_with_and_without_chunking(arch, tokenizer):
     assert runs[64] == runs[0]
 
 
-def test_prefill_chunk_flag(tmp_path, tokenizer, cli, capsys):
+def test_prefill_chunk_flag(tmp_path, tokenizer, cli, capsys, build_tiny):
     """`spanlab eval --prefill-chunk`: a bad value exits 2 with one line; chunked and one-shot runs
     journal the same predictions and record the prefill in the manifest."""
     import json
 
     d = tmp_path / "mamba2"
-    build("mamba2", tokenizer).save_pretrained(d)
+    build_tiny("mamba2").save_pretrained(d)
     tokenizer.save_pretrained(d)
     common = ("eval", "--model", d, "--tasks", "niah_single_1", "--lengths", "512", "--num-samples", "2",
               "--max-new-tokens", "4", "--device", "cpu", "--no-progress")
@@ -256,13 +233,13 @@ class LargestIntermediate:
         self._mode.__exit__(*exc)
 
 
-def test_mamba2_chunked_prefill_memory_does_not_grow_with_the_prompt(tokenizer):
+def test_mamba2_chunked_prefill_memory_does_not_grow_with_the_prompt(tokenizer, build_tiny):
     """Through the backend, the largest tensor Mamba2's prefill creates is the same for a 4x longer
     prompt when chunked, while one-shot prefill's grows with the prompt (the torch SSM path
     materialises per-chunk tensors for the whole prompt: what asks for 128 GiB at 16K on a GPU)."""
     from spanlab.models.hf import HFBackend
 
-    model = build("mamba2", tokenizer)
+    model = build_tiny("mamba2")
     short, long = _prompts(tokenizer, (170, 680))
     peak = {}
     for chunk in (64, 0):

@@ -8,24 +8,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from spanlab.models import ssd
-
-
-def _tiny_config():
-    # The tiny configs live in this folder's conftest; --import-mode=importlib puts no test folder on sys.path.
-    spec = importlib.util.spec_from_file_location("_eval_conftest", Path(__file__).with_name("conftest.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.tiny_config
-
-
-tiny_config = _tiny_config()
 
 
 def reference_scan():
@@ -177,15 +165,10 @@ def test_install_leaves_a_real_kernel_alone(monkeypatch):
 
 
 @pytest.mark.parametrize("arch", ["mamba2", "bamba", "zamba2", "falcon_h1"])
-def test_tiny_models_give_the_same_logits_and_generation(arch, tokenizer):
+def test_tiny_models_give_the_same_logits_and_generation(arch, tokenizer, build_tiny):
     """Whole models: one forward (with the cache, so final states are used by the next step) and a
     greedy continuation, with transformers' scan and with spanlab's."""
-    import transformers as T
-
-    torch.manual_seed(0)
-    cfg = tiny_config(arch, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
-    cfg.initializer_range = 0.1  # larger weights: the SSM layers weigh on the logits
-    model = T.AutoModelForCausalLM.from_config(cfg).eval()
+    model = build_tiny(arch)
     gen = torch.Generator().manual_seed(2)
     ids = torch.randint(5, len(tokenizer), (2, 75), generator=gen)  # 75: not a multiple of the chunk (32)
     mask = torch.ones_like(ids)

@@ -5,10 +5,11 @@
 #   bash benchmarks/study_gpu.sh CONFIG DIR [SECONDS=540]
 #
 # CONFIG  a study YAML (e.g. configs/huang2024-mini-gpu-quick.yaml); DIR its run directory.
-# RESUME  (env) a .tgz this script packed in an earlier call (carry it): unpacked into DIR first.
+# RESUME  (env) a .tgz this script packed in an earlier call (its parts joined; carry it): unpacked
+#         into DIR first.
 # The study runs under `timeout SECONDS` (keep it below the call's limit: packing takes seconds);
 # a study killed there resumes from its step journal when re-run. Then DIR is packed into
-# $OUT/<name>.tgz without what is large and rebuilt deterministically or only needed mid-step:
+# $OUT/<name>.tgz.part-* without what is large and rebuilt deterministically or only needed mid-step:
 # the token streams (data/) and training checkpoints. So steps that finished are carried over
 # (final models, fine-tuned adapters/merged models, eval journals, report), and a training step
 # that was cut off starts again from its first step in the next call.
@@ -26,7 +27,13 @@ timeout "$SECS" python3 -m spanlab study "$CONFIG" --out "$DIR" --no-progress 2>
 rc=${PIPESTATUS[0]}
 echo "study exit $rc after $(( $(date +%s) - t0 ))s (124 = stopped by the time limit; re-run to resume)"
 if [ -n "${OUT:-}" ]; then
-  tar czf "$OUT/$NAME.tgz" --exclude="$NAME/data" --exclude='checkpoints' -C "$(dirname "$DIR")" "$NAME"
+  # Two archives, because a file coming back from the device is capped at 16 MiB: the results
+  # (journals, logs, manifests, the report with its figures; no weights) in one small file, and
+  # the whole run directory for RESUME in 15 MiB parts (`cat $NAME.tgz.part-* > $NAME.tgz`).
+  tar czf "$OUT/$NAME.results.tgz" --exclude="$NAME/data" --exclude='checkpoints' \
+    --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' -C "$(dirname "$DIR")" "$NAME"
+  tar czf - --exclude="$NAME/data" --exclude='checkpoints' -C "$(dirname "$DIR")" "$NAME" \
+    | split -b 15M - "$OUT/$NAME.tgz.part-"
   cp "$DIR/report/summary.md" "$OUT/$NAME.summary.md" 2>/dev/null || true
   ls -l "$OUT"
 fi

@@ -235,7 +235,9 @@ def _use_triton(x: torch.Tensor) -> bool:
 
 def _merge(o1, l1, o2, l2, i0):
     """Merged (out, lse); on CUDA in place in (o1, l1) by one Triton kernel."""
-    if _use_triton(o1):
+    # The kernel writes in place, so it needs (o1, l1) contiguous; attention backends return a
+    # strided o1 for some inputs (e.g. head_dim 64 from a fused QKV projection): merge eagerly then.
+    if _use_triton(o1) and o1.is_contiguous() and l1.is_contiguous():
         se_triton.merge_(o1, l1, o2.contiguous(), l2.contiguous(), i0)
         return o1, l1
     return _merge_eager(o1, l1, o2, l2, i0)

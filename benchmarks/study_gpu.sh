@@ -5,6 +5,7 @@
 #   bash benchmarks/study_gpu.sh CONFIG DIR [SECONDS=540]
 #
 # CONFIG  a study YAML (e.g. configs/huang2024-mini-gpu-quick.yaml); DIR its run directory.
+# PACK_RESUME=0 (env) skip the resume parts (at most 8 files come back from one call).
 # RESUME  (env) a .tgz this script packed in an earlier call (its parts joined; carry it): unpacked
 #         into DIR first.
 # The study runs under `timeout SECONDS` (keep it below the call's limit: packing takes seconds);
@@ -32,8 +33,10 @@ if [ -n "${OUT:-}" ]; then
   # the whole run directory for RESUME in 15 MiB parts (`cat $NAME.tgz.part-* > $NAME.tgz`).
   tar czf "$OUT/$NAME.results.tgz" --exclude="$NAME/data" --exclude='checkpoints' \
     --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' -C "$(dirname "$DIR")" "$NAME"
-  tar czf - --exclude="$NAME/data" --exclude='checkpoints' -C "$(dirname "$DIR")" "$NAME" \
-    | split -b 15M - "$OUT/$NAME.tgz.part-"
+  if [ "${PACK_RESUME:-1}" != 0 ]; then
+    tar czf - --exclude="$NAME/data" --exclude='checkpoints' -C "$(dirname "$DIR")" "$NAME" \
+      | split -b 15M - "$OUT/$NAME.tgz.part-"
+  fi
   cp "$DIR/report/summary.md" "$OUT/$NAME.summary.md" 2>/dev/null || true
   ls -l "$OUT"
 fi

@@ -6,10 +6,11 @@ ever built. Selection is discrete, so it runs under `no_grad`; softmax, summarie
 float32 (float64 for float64 inputs) whatever the input dtype, while the block-local products use
 the input dtype's tensor cores.
 
-Two implementations of the block statistics (summaries + query sums): on CUDA, one fused Triton
-kernel (`selection_triton`, one read of q, k, v; timings in docs/benchmarks.md); elsewhere, or without Triton, or for float64, batched torch products (`block_summaries`).
-`SPANLAB_SE_SELECTION=torch|triton` forces one. Relevance and the top-k always run in torch on the
-small (B, H, n_chunks, n_blocks) tensor.
+Two implementations: on CUDA, two Triton kernels (`selection_triton`): one fused pass over q, k, v
+for the block statistics (summaries + block query sums), one for relevance and the top-k on the
+small (B, H, n_chunks, n_blocks) problem; elsewhere, or without Triton, or for float64, batched
+torch products (`block_summaries`) and a stable sort (`top_blocks`). Timings in docs/benchmarks.md.
+`SPANLAB_SE_SELECTION=torch|triton` forces one. Random selection always ranks in torch.
 """
 
 from __future__ import annotations
@@ -230,7 +231,15 @@ def select_blocks(
         return torch.zeros((B, H, nc, 0), dtype=torch.long, device=q.device)
     if selection == "random":
         scores = random_scores((B, H, nc, nb), generator, q.device)
-    else:
-        kind = "landmark" if selection == "landmark" else "relevance"
-        scores = relevance_scores(q, k, v, chunk_size=chunk_size, block_size=block_size, kind=kind, impl=impl)
+        return top_blocks(scores, chunk_size, block_size, top_k)
+    kind = "landmark" if selection == "landmark" else "relevance"
+    if _stats_impl(q, impl) == "triton":  # two kernels: block statistics, then relevance + top-k
+        from spanlab.attention import selection_triton
+
+        c, block_sums = selection_triton.block_stats(q, k, v, block_size, kind)
+        qsum = None if chunk_size % block_size == 0 else chunk_query_sums(q, chunk_size, c.dtype)
+        return selection_triton.top_blocks_from_stats(
+            c, block_sums, L, chunk_size=chunk_size, block_size=block_size, top_k=top_k, qsum=qsum
+        )
+    scores = relevance_scores(q, k, v, chunk_size=chunk_size, block_size=block_size, kind=kind, impl=impl)
     return top_blocks(scores, chunk_size, block_size, top_k)

@@ -7,7 +7,8 @@
 # explore: the Triton memory-piece checks, the SE GPU tests, the SE breakdown at 32K/64K with the
 #          memory-kernel tile sweep, SE/full rows of the profile, layer mode for full/SE.
 # final:   all GPU tests of tests/attention, the full profile (benchmarks/attention_profile.py, the
-#          table in docs/benchmarks.md), layer mode at 32K/64K for full/sw/se, the breakdown at 32K.
+#          table in docs/benchmarks.md), layer mode at 32K/64K for full/sw/se, the breakdown at 32K/64K
+#          with the tile sweep at 32K.
 set -u
 OUT=${OUT:-attention-device-out}
 mkdir -p "$OUT"
@@ -40,7 +41,7 @@ final)
     phase profile 170 bash -c "python3 benchmarks/attention_profile.py --out $OUT/prof && \
         python3 benchmarks/attention_profile.py --out $OUT/layer --mode layer --lengths 32768,65536 \
         --variants full,sw,se --no-plots"
-    phase breakdown 60 python3 benchmarks/attention_se_breakdown.py --lengths 32768
+    phase breakdown 70 python3 benchmarks/attention_se_breakdown.py --lengths 32768,65536 --sweep
     ;;
 *)
     echo "usage: attention_device.sh explore|final" >&2

@@ -35,18 +35,20 @@ from spanlab.attention.selection import select_blocks
 
 H, D, S, K = 16, 128, 32, 8
 
-# Candidate tile shapes (BM queries, BN memory rows, warps, pipeline stages) that compile for sm_90
-# without register spills at D = 128 (benchmarks/attention_kernel_report.py --configs).
+# Tile shapes (BM queries, BN memory rows, warps, pipeline stages) timed against the defaults in
+# se_memory_triton.CONFIG: neighbours of the chosen ones and the first guess, all compiling for
+# sm_90 without register spills at D = 128 (benchmarks/attention_kernel_report.py --configs).
 MEMORY_CONFIGS = [
-    {"fwd": {"BM": 64, "BN": 64, "num_warps": 4, "num_stages": 2}},
-    {"fwd": {"BM": 128, "BN": 32, "num_warps": 8, "num_stages": 2}},
-    {"fwd": {"BM": 128, "BN": 64, "num_warps": 8, "num_stages": 3}},
-    {"dq": {"BM": 64, "BN": 64, "num_warps": 4, "num_stages": 2}},
-    {"dq": {"BM": 64, "BN": 32, "num_warps": 4, "num_stages": 2}},
-    {"dq": {"BM": 128, "BN": 32, "num_warps": 8, "num_stages": 2}},
-    {"dkdv": {"BM": 32, "BN": 64, "num_warps": 4, "num_stages": 2}},
-    {"dkdv": {"BM": 64, "BN": 32, "num_warps": 4, "num_stages": 2}},
-    {"dkdv": {"BM": 64, "BN": 64, "num_warps": 8, "num_stages": 3}},
+    {"fwd": {"BM": 128, "BN": 64, "num_warps": 8, "num_stages": 2}},
+    {"fwd": {"BM": 64, "BN": 64, "num_warps": 4, "num_stages": 3}},
+    {"fwd": {"BM": 64, "BN": 32, "num_warps": 4, "num_stages": 2}},
+    {"dq": {"BM": 128, "BN": 64, "num_warps": 8, "num_stages": 2}},
+    {"dq": {"BM": 64, "BN": 32, "num_warps": 4, "num_stages": 3}},
+    {"dq": {"BM": 64, "BN": 16, "num_warps": 4, "num_stages": 2}},
+    {"dkdv": {"BM": 64, "BN": 64, "num_warps": 8, "num_stages": 2}},
+    {"dkdv": {"BM": 32, "BN": 64, "num_warps": 4, "num_stages": 3}},
+    {"dkdv": {"BM": 16, "BN": 64, "num_warps": 4, "num_stages": 2}},
+    {"dkdv": {"BM": 32, "BN": 128, "num_warps": 8, "num_stages": 2}},
 ]
 
 

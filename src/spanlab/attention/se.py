@@ -20,9 +20,9 @@ CPU path) gathers the rows into (B·H, nc − i0, k·S, D), runs the causal piec
 memory backward in two slices of the batch·heads axis so that its dQ never sits next to the causal
 piece's; on CUDA it pays cuDNN's per-call dO·O preprocessing and dQ conversion for each slice.
 
-Order of work in one call (CUDA): the causal piece's forward kernel is queued first, then block
-selection (`selection.py`), then the memory piece; the GPU runs the causal kernel while the host
-issues the rest. Measurements and the alternatives that lost: docs/benchmarks.md.
+Order of work in one call (CUDA): the block-statistics kernel of the selection (`selection.py`),
+the causal piece's forward, then the top-k and the memory piece; the GPU runs the causal kernel
+while the host issues the rest. Measurements and the alternatives that lost: docs/benchmarks.md.
 
 `backend="sdpa"` (used for float32 on CUDA) instead lays each chunk's keys out as
 [k·S retrieved | M own] and runs one `scaled_dot_product_attention` with `causal_lower_right`
@@ -49,6 +49,7 @@ from spanlab.attention.selection import (
     check_selection,
     resolve_chunk_size,
     select_blocks,
+    select_blocks_deferred,
     valid_counts,
 )
 from spanlab.errors import SpanlabError
@@ -83,19 +84,16 @@ def se_attention(
     M = resolve_chunk_size(chunk_size, generator)
     L = q.shape[2]
     kk = 0 if selection == "none" else min(top_k, L // block_size)
-
-    def blocks() -> torch.Tensor:
-        return select_blocks(
-            q, k, v, chunk_size=M, block_size=block_size, top_k=top_k, selection=selection, generator=generator
-        )
-
     if kk == 0 or valid_counts(L, M, block_size, kk)[-1] == 0:
-        if selection == "random":
-            blocks()  # nothing to retrieve, but the draw still advances `generator` as always
+        if selection == "random":  # nothing to retrieve, but the draw still advances `generator` as always
+            select_blocks(q, k, v, chunk_size=M, block_size=block_size, top_k=top_k, selection=selection,
+                          generator=generator)
         return grouped_causal(q, k, v, M)
-    # Selection runs inside the attention call, after the causal piece's kernel is queued: that
-    # kernel does not need the blocks, so the GPU computes it while the host issues selection's
-    # small launches, instead of idling through them (~0.3 ms per call at 32K tokens on an H100).
+    # Launch order on CUDA: the block-statistics kernel first (cheap to issue, so the GPU starts
+    # early), then the causal piece's cuDNN call (the costliest to issue), then the top-k and the
+    # memory piece, which the host issues while the GPU computes the causal kernel.
+    blocks = select_blocks_deferred(q, k, v, chunk_size=M, block_size=block_size, top_k=top_k,
+                                    selection=selection, generator=generator)
     return _se_attend(q, k, v, blocks, kk, chunk_size=M, block_size=block_size, backend=None)
 
 

@@ -42,12 +42,16 @@ except ImportError:  # pragma: no cover - depends on the environment
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_HEAD_DIM = 128  # larger heads take the cuDNN route: these tiles would exceed shared memory at D = 256
 
-# Tile shapes (BM queries × BN memory rows) and warps per kernel, chosen by timing on an H100
-# (docs/benchmarks.md) among configurations that compile without register spills for D = 128.
+# Tile shapes (BM queries × BN memory rows), warps and pipeline stages per kernel for D > 64: the
+# fastest of the shapes timed alone on an H100 at 32K tokens, M = 2048 and 4096, among those that
+# compile for sm_90 without register spills (benchmarks/attention_se_breakdown.py --sweep,
+# attention_kernel_report.py; numbers in docs/benchmarks.md). Against the first guess (128/64/8
+# warps for fwd and dq, 64/64/8 for dkdv) they cut the memory piece's kernels from 1.40 to about
+# 1.0 ms per step at 32K, M = 2048.
 CONFIG = {
-    "fwd": {"BM": 128, "BN": 64, "num_warps": 8, "num_stages": 2},
-    "dq": {"BM": 128, "BN": 64, "num_warps": 8, "num_stages": 2},
-    "dkdv": {"BM": 64, "BN": 64, "num_warps": 8, "num_stages": 2},
+    "fwd": {"BM": 64, "BN": 64, "num_warps": 4, "num_stages": 2},
+    "dq": {"BM": 64, "BN": 32, "num_warps": 4, "num_stages": 2},
+    "dkdv": {"BM": 32, "BN": 64, "num_warps": 4, "num_stages": 2},
 }
 _SMALL_D = {"BM": 64, "BN": 64, "num_warps": 4, "num_stages": 2}
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -243,3 +243,34 @@ def select_blocks(
         )
     scores = relevance_scores(q, k, v, chunk_size=chunk_size, block_size=block_size, kind=kind, impl=impl)
     return top_blocks(scores, chunk_size, block_size, top_k)
+
+
+def select_blocks_deferred(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    chunk_size: int,
+    block_size: int,
+    top_k: int,
+    selection: str,
+    generator: torch.Generator | None,
+) -> Callable[[], torch.Tensor]:
+    """`select_blocks` in two steps, for the attention call's launch order: this call launches
+    what can run at once (the block-statistics kernel, on the Triton path), the returned function
+    finishes the choice (relevance and top-k) and returns what `select_blocks` would."""
+    L = q.shape[2]
+    kind = "landmark" if selection == "landmark" else "relevance"
+    if selection in ("relevance", "landmark") and top_k > 0 and L // block_size > 0 and _stats_impl(q, None) == "triton":
+        from spanlab.attention import selection_triton
+
+        c, block_sums = selection_triton.block_stats(q, k, v, block_size, kind)
+        qsum = None if chunk_size % block_size == 0 else chunk_query_sums(q, chunk_size, c.dtype)
+        return functools.partial(
+            selection_triton.top_blocks_from_stats, c, block_sums, L, chunk_size=chunk_size, block_size=block_size,
+            top_k=top_k, qsum=qsum,
+        )
+    return functools.partial(
+        select_blocks, q, k, v, chunk_size=chunk_size, block_size=block_size, top_k=top_k, selection=selection,
+        generator=generator,
+    )

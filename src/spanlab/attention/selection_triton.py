@@ -129,14 +129,17 @@ if triton is not None:
         tl.debug_barrier()  # the row was written by other threads of this program
         j = tl.arange(0, NBP)
         r = tl.load(R + row + j, mask=j < ne, other=float("-inf"))
-        # k rounds of argmax; among equal scores the highest index (the more recent block) wins.
-        # Past the eligible count every score is -inf and the slots get some valid index < nb,
-        # which `valid_counts` marks as unused.
+        # k rounds of argmax over the blocks not taken yet; among equal scores the highest index
+        # (the more recent block) wins. Past the eligible count every score left is -inf, so those
+        # slots get the highest untaken indices, as the stable sort of `selection.top_blocks` does
+        # (`valid_counts` marks them unused either way).
+        taken = j < 0
         for s in range(KK):
-            mx = tl.max(r, 0)
-            pick = tl.maximum(tl.max(tl.where((r == mx) & (j < nb), j, -1), 0), 0)
+            live = tl.where(taken, float("-inf"), r)
+            mx = tl.max(live, 0)
+            pick = tl.maximum(tl.max(tl.where((live == mx) & (j < nb) & ~taken, j, -1), 0), 0)
             tl.store(OUT + (bh * nc + i) * KK + s, pick.to(tl.int64))
-            r = tl.where(j == pick, float("-inf"), r)
+            taken = taken | (j == pick)
 
 
 def interpreting() -> bool:

@@ -1,7 +1,8 @@
-"""SE-Attn's block statistics in one fused Triton kernel (CUDA; the Triton interpreter on CPU).
+"""SE-Attn's selection in two Triton kernels (CUDA; the Triton interpreter on CPU): the block
+statistics (`block_stats`, below) and relevance + top-k (`top_blocks_from_stats`, at the end).
 
-One program per (block j, batch·query head) reads the block's S query, key and value rows once and
-writes, in the same pass,
+Block statistics: one program per (block j, batch·query head) reads the block's S query, key and
+value rows once and writes, in the same pass,
   * the block summary  c_j = mean over rows of softmax(Q_j K_jᵀ/√D) V_j   (relevance), or
                        c_j = softmax(q̄_j K_jᵀ/√D) V_j, q̄_j = mean of Q_j  (landmark),
     only for complete blocks (a trailing partial block is never retrieved), and
@@ -16,6 +17,11 @@ at 2.8 TB/s; the floor at the measured 3.0 TB/s copy rate is 0.13 ms).
 Math: the Q·Kᵀ product runs on tensor cores in the input dtype with float32 accumulation (float32
 inputs: exact IEEE float32 products, no TF32); softmax, means, sums and the summary are float32.
 No atomics: every output element is written by exactly one program, so results are deterministic.
+
+Relevance + top-k: one program per (chunk, batch·query head) sums the chunk's block query sums,
+scores its eligible blocks against their summaries (float32) and takes k rounds of argmax; 0.05 ms
+at 32K tokens on an H100, where the torch path (sum, matmul, scale, flip, mask, sort, slice, index
+arithmetic) issued ~8 launches.
 """
 
 from __future__ import annotations

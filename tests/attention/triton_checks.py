@@ -7,6 +7,7 @@ is why the CPU test runs this file in a subprocess.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -21,13 +22,35 @@ STATS_SHAPES = [(2, 4, 2, 203, 32, 8), (1, 3, 1, 131, 64, 5), (1, 2, 2, 100, 128
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-5, torch.float16: 1e-5}  # all math is float32 in the kernel
 
 
+def _interpreter_loop_bounds_fix() -> None:
+    """Triton 3.6's interpreter turns a scalar kernel argument used as a `range` bound into Python
+    with int() of a 1-element array, which NumPy >= 2.4 refuses; kernels with runtime loop bounds
+    (every attention kernel) then fail in the interpreter only. Take the single element instead."""
+    from triton.runtime import interpreter
+
+    patch = interpreter._patch_lang_tensor
+    if getattr(patch, "_spanlab_fixed", False):
+        return
+
+    def patched(tensor, scope):
+        patch(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    patched._spanlab_fixed = True
+    interpreter._patch_lang_tensor = patched
+
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    _interpreter_loop_bounds_fix()
+
+
 def _lists(blocks: torch.Tensor, L: int, M: int, S: int):
     counts = valid_counts(L, M, S, blocks.shape[-1])
     return [[[row[i][: counts[i]] for i in range(len(row))] for row in head] for head in blocks.tolist()]
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double().cpu(), b.double().cpu()
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
     assert torch.isfinite(a).all()
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
@@ -111,6 +134,73 @@ def check_se_kernels(device: str) -> None:
             assert torch.equal(dst[:, :i0].double(), ref[:, :i0])
 
 
+# B, H, H_kv, L, D, (M, S, k): GQA; L not a multiple of M or S; chunks owning fewer than k blocks
+# (M < k·S) and more eligible blocks than k; S not a power of two; D not a power of two.
+MEMORY_CASES = [
+    (2, 4, 2, 203, 32, (40, 8, 3)),
+    (1, 3, 1, 150, 24, (37, 5, 9)),
+    (1, 2, 2, 256, 64, (64, 16, 2)),
+]
+
+
+def check_se_memory(device: str, dtypes, cases=MEMORY_CASES, strided: bool = True) -> None:
+    """se_attention with the Triton memory piece (SPANLAB_SE_MEMORY=triton): output and q, k, v
+    gradients equal the float64 dense reference evaluated on the same blocks, for contiguous
+    inputs and for q, k, v that are strided views of one fused QKV projection."""
+    import os as _os
+
+    from attn_helpers import blocks_as_lists, reference
+
+    tol = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 5e-3}
+    if device == "cpu":
+        tol[torch.float32] = 2e-5
+    g = torch.Generator().manual_seed(3)
+    old = _os.environ.get("SPANLAB_SE_MEMORY")
+    _os.environ["SPANLAB_SE_MEMORY"] = "triton"
+    try:
+        for B, H, Hk, L, D, (M, S, k) in cases:
+            for dtype in dtypes:
+                for layout in ("contiguous", "qkv-views") if strided else ("contiguous",):
+                    if layout == "contiguous":
+                        q, kk, v = (torch.randn(B, h, L, D, generator=g).to(device=device, dtype=dtype)
+                                    for h in (H, Hk, Hk))
+                    else:
+                        qkv = torch.randn(B, L, H + 2 * Hk, D, generator=g).to(device=device, dtype=dtype)
+                        q, kk, v = qkv.transpose(1, 2).split([H, Hk, Hk], dim=1)
+                    q, kk, v = (t.detach().requires_grad_() for t in (q, kk, v))
+                    params = {"chunk_size": M, "block_size": S, "top_k": k}
+                    out = se_attention_fn(q, kk, v, **params)
+                    dout = torch.randn(out.shape, generator=g).to(device=device, dtype=dtype)
+                    grads = torch.autograd.grad(out, (q, kk, v), dout)
+                    idx = select_blocks(q.detach(), kk.detach(), v.detach(), selection="relevance", generator=None,
+                                        **params)
+                    q64, k64, v64 = (t.detach().double().cpu().requires_grad_() for t in (q, kk, v))
+                    ref = reference("se", q64, k64, v64, params, blocks=blocks_as_lists(idx.cpu(), L, M, S))
+                    ref_grads = torch.autograd.grad(ref, (q64, k64, v64), dout.double().cpu())
+                    what = (B, H, Hk, L, D, M, S, k, dtype, layout)
+                    assert _rel(out, ref) < tol[dtype], what
+                    for name, gr, rg in zip("qkv", grads, ref_grads):
+                        assert _rel(gr, rg) < 2 * tol[dtype], (name, *what)
+    finally:
+        if old is None:
+            _os.environ.pop("SPANLAB_SE_MEMORY", None)
+        else:
+            _os.environ["SPANLAB_SE_MEMORY"] = old
+
+
+def se_attention_fn(q, k, v, **params):
+    from spanlab.attention import se_attention
+
+    return se_attention(q, k, v, **params)
+
+
+def run_memory(device: str) -> None:
+    if device == "cpu":  # the interpreter computes in float32 (see UPCAST in the kernels)
+        check_se_memory(device, (torch.float32,), MEMORY_CASES[:2])
+    else:
+        check_se_memory(device, (torch.bfloat16, torch.float16))
+
+
 def run_all(device: str) -> None:
     check_se_kernels(device)
     if device == "cpu":  # the interpreter runs each program in Python: fewer, smaller cases
@@ -124,5 +214,10 @@ def run_all(device: str) -> None:
 
 
 if __name__ == "__main__":
-    run_all(sys.argv[1] if len(sys.argv) > 1 else "cpu")
-    print("triton selection checks passed")
+    dev = sys.argv[1] if len(sys.argv) > 1 else "cpu"
+    if sys.argv[2:] == ["memory"]:
+        run_memory(dev)
+        print("triton memory-piece checks passed")
+    else:
+        run_all(dev)
+        print("triton selection checks passed")

@@ -1,28 +1,35 @@
-"""SE-Attn (Span-Expanded Attention) fast path: retrieval, a gather, and fused attention kernels.
+"""SE-Attn (Span-Expanded Attention) fast path: retrieval by index and fused attention kernels.
 
 Each chunk of M queries attends jointly to its own causal prefix and to the k·S tokens of its
 retrieved blocks. Chunks become heads — (B, H, L, D) viewed as (B·H, nc, M, D), free for MHA when
-L % M == 0 — and the attention is computed as two fused calls merged by their log-sum-exps:
-causal over the chunk (cuDNN) and dense over the retrieved rows (cuDNN), the latter only for the
-chunks that own a block (a strided view skips the leading ones, chunk 0 at least). The backward
-runs each call's fused backward with the merged output and log-sum-exp, which gives each piece's
-exact share of dQ and its full dK, dV (FlashAttention's split-KV identity); the retrieved rows'
-gradients are scattered straight into dK, dV. No L×L tensor exists, the only data-dependent step
-(which blocks) is a gather, and nothing synchronises with the host.
+L % M == 0, also for strided views such as a fused QKV projection's when B = 1 — and the
+attention is two pieces merged by their log-sum-exps: causal over the chunk (one cuDNN call) and
+dense over the retrieved rows, only for the chunks that own a block (chunk 0 at least owns none).
+The backward runs each piece's backward with the merged output and log-sum-exp, which gives each
+piece's exact share of dQ and its full dK, dV (FlashAttention's split-KV identity). No L×L tensor
+exists, the only data-dependent step (which blocks) is an index read, and nothing synchronises
+with the host.
 
-Order of work in one call (CUDA): the causal piece's forward kernel is queued first, then block
-selection (one Triton kernel + a few small ops, `selection.py`), the gather, the memory piece, and
-the in-place Triton merge (`se_triton.py`); the GPU runs the causal kernel while the host issues
-selection's launches. The backward runs the memory piece in two slices of the batch·heads axis,
-adding each slice's dQ into the causal piece's in place, so peak memory stays near full
-attention's. Measurements and the alternatives that lost: docs/benchmarks.md.
+The memory piece, by default on CUDA (`memory_impl`): Triton kernels (`se_memory_triton.py`)
+that read the retrieved rows of k and v by block index, merge into the causal piece's output in
+place, and in the backward add their dQ share into the causal piece's dQ and their dK, dV into
+dK, dV at the blocks' rows. Per step that is the causal cuDNN call each way, two selection kernels,
+one memory kernel forward and two backward. The alternative (`SPANLAB_SE_MEMORY=backend`, also the
+CPU path) gathers the rows into (B·H, nc − i0, k·S, D), runs the causal piece's own kernel on them
+(cuDNN / FlashAttention / plain PyTorch), merges with a Triton kernel (`se_triton.py`) and runs the
+memory backward in two slices of the batch·heads axis so that its dQ never sits next to the causal
+piece's; on CUDA it pays cuDNN's per-call dO·O preprocessing and dQ conversion for each slice.
+
+Order of work in one call (CUDA): the block-statistics kernel of the selection (`selection.py`),
+the causal piece's forward, then the top-k and the memory piece; the GPU runs the causal kernel
+while the host issues the rest. Measurements and the alternatives that lost: docs/benchmarks.md.
 
 `backend="sdpa"` (used for float32 on CUDA) instead lays each chunk's keys out as
 [k·S retrieved | M own] and runs one `scaled_dot_product_attention` with `causal_lower_right`
 (FlashAttention-2 / memory-efficient kernels); it is ~2× slower in bf16 on an H100.
 
 Gradients flow to q, k and v through both pieces; block choice is discrete and carries none. On CUDA
-the scatter of retrieved-row gradients uses atomics, so dK/dV sums are not bit-reproducible.
+the retrieved rows' dK/dV are added with atomics, so those sums are not bit-reproducible.
 """
 
 from __future__ import annotations
@@ -35,13 +42,14 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
-from spanlab.attention import lse_kernels, se_triton
+from spanlab.attention import lse_kernels, se_memory_triton, se_triton
 from spanlab.attention._checks import check_qkv
 from spanlab.attention.grouped import grouped_causal
 from spanlab.attention.selection import (
     check_selection,
     resolve_chunk_size,
     select_blocks,
+    select_blocks_deferred,
     valid_counts,
 )
 from spanlab.errors import SpanlabError
@@ -76,19 +84,16 @@ def se_attention(
     M = resolve_chunk_size(chunk_size, generator)
     L = q.shape[2]
     kk = 0 if selection == "none" else min(top_k, L // block_size)
-
-    def blocks() -> torch.Tensor:
-        return select_blocks(
-            q, k, v, chunk_size=M, block_size=block_size, top_k=top_k, selection=selection, generator=generator
-        )
-
     if kk == 0 or valid_counts(L, M, block_size, kk)[-1] == 0:
-        if selection == "random":
-            blocks()  # nothing to retrieve, but the draw still advances `generator` as always
+        if selection == "random":  # nothing to retrieve, but the draw still advances `generator` as always
+            select_blocks(q, k, v, chunk_size=M, block_size=block_size, top_k=top_k, selection=selection,
+                          generator=generator)
         return grouped_causal(q, k, v, M)
-    # Selection runs inside the attention call, after the causal piece's kernel is queued: that
-    # kernel does not need the blocks, so the GPU computes it while the host issues selection's
-    # small launches, instead of idling through them (~0.3 ms per call at 32K tokens on an H100).
+    # Launch order on CUDA: the block-statistics kernel first (cheap to issue, so the GPU starts
+    # early), then the causal piece's cuDNN call (the costliest to issue), then the top-k and the
+    # memory piece, which the host issues while the GPU computes the causal kernel.
+    blocks = select_blocks_deferred(q, k, v, chunk_size=M, block_size=block_size, top_k=top_k,
+                                    selection=selection, generator=generator)
     return _se_attend(q, k, v, blocks, kk, chunk_size=M, block_size=block_size, backend=None)
 
 
@@ -201,8 +206,9 @@ def _se_attend(q, k, v, blocks, kk: int, *, chunk_size: int, block_size: int, ba
         # (B, H, L, D) -> (B·H, nc, M, D): chunks become heads of a batch of B·H; a free view when L % M == 0.
         return (F.pad(x, (0, 0, 0, pad)) if pad else x).reshape(B * H, nc, M, D)
 
-    out = _ChunkAndMemory.apply(chunk_rows(q), chunk_rows(k), chunk_rows(v), blocks, tuple(counts), S, backends)
-    return out.view(B, H, nc * M, D)[:, :, :L]
+    qc, kc, vc = chunk_rows(q), chunk_rows(k), chunk_rows(v)
+    out = _ChunkAndMemory.apply(qc, kc, vc, blocks, tuple(counts), S, backends, memory_impl(qc, backends[0]))
+    return out.reshape(B, H, nc * M, D)[:, :, :L]
 
 
 def _tokens(blocks: torch.Tensor, i0: int, S: int) -> torch.Tensor:
@@ -270,13 +276,47 @@ def _strided_or_copied(backend, fn, *xs):
         return fn(*(x.contiguous() for x in xs))
 
 
+def memory_impl(q: torch.Tensor, backend: str) -> str:
+    """How the memory piece runs: "triton" (`se_memory_triton`: blocks read by index, merge and
+    gradient adds fused) or "backend" (gather + the causal piece's attention kernel + merge).
+    SPANLAB_SE_MEMORY forces one. Default: Triton with the CUDA causal kernels (cuDNN, flash)
+    wherever its kernels run (Triton installed, head_dim <= 128); the CPU `math` backend keeps the
+    plain-PyTorch memory piece (the Triton kernels run there only in the interpreter, for tests)."""
+    forced = os.environ.get("SPANLAB_SE_MEMORY")
+    if forced:
+        if forced not in MEMORY_IMPLS:
+            raise SpanlabError(f"SPANLAB_SE_MEMORY={forced!r} is not one of {', '.join(MEMORY_IMPLS)}")
+        if forced == "triton" and not se_memory_triton.supports(q):
+            raise SpanlabError("SPANLAB_SE_MEMORY=triton needs Triton and CUDA tensors (or TRITON_INTERPRET=1), "
+                               f"float16/bfloat16/float32, head_dim <= {se_memory_triton.MAX_HEAD_DIM}")
+        return forced
+    return "triton" if backend in ("cudnn", "flash") and se_memory_triton.supports(q) else "backend"
+
+
+MEMORY_IMPLS = ("triton", "backend")
+
+
+def _rows_ok(x: torch.Tensor) -> torch.Tensor:
+    """x (N, nc, M, D) as is when its chunks are consecutive token rows with unit stride on D (what
+    the Triton memory kernels index, in place), else a contiguous copy."""
+    nc, M = x.shape[1:3]
+    if x.stride(-1) == 1 and (nc == 1 or x.stride(1) == M * x.stride(2)):
+        return x
+    return x.contiguous()
+
+
 class _ChunkAndMemory(torch.autograd.Function):
     """q, k, v, out: (N, nc, M, D), N = batch·heads, chunks as heads. The memory piece covers
-    chunks i0.. (those that own at least one block): queries (N, nc - i0, M, D) as a strided view,
-    keys/values gathered into (N, nc - i0, T, D), T = k·S, slot-major."""
+    chunks i0.. (those that own at least one block).
+
+    memory "triton": the kernels of `se_memory_triton` read the retrieved rows by block index and
+    fold the merge, the dQ add and the dK/dV scatter into their passes; nothing but the causal
+    piece's tensors is saved. memory "backend": keys/values gathered into (N, nc - i0, T, D),
+    T = k·S, slot-major, one more call of the causal piece's kernel on a strided view of q, a
+    Triton merge, and a backward in slices (see `backward`)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, blocks, counts, S, backends):
+    def forward(ctx, q, k, v, blocks, counts, S, backends, memory):
         N, nc, M, D = q.shape
         i0 = sum(n == 0 for n in counts)
         ncm = nc - i0
@@ -285,14 +325,16 @@ class _ChunkAndMemory(torch.autograd.Function):
         for backend in backends:  # cuDNN rejects some shapes; fall back to the next kernel
             try:
                 o1, l1, st1 = lse_kernels.forward(backend, q, k, v, True)
+                if memory == "triton":
+                    break
                 if tok is None:  # selection (if deferred) runs once, behind the causal kernel
                     tok = _tokens(blocks() if callable(blocks) else blocks, i0, S)
                     T = tok.shape[1] // ncm
                     kk = T // S
                     # The gather lives inside the Function so the backward can scatter straight into dK, dV.
                     idx = tok.expand(N, ncm * T, D)
-                    km = torch.gather(k.view(N, nc * M, D), 1, idx).view(N, ncm, T, D)
-                    vm = torch.gather(v.view(N, nc * M, D), 1, idx).view(N, ncm, T, D)
+                    km = torch.gather(k.reshape(N, nc * M, D), 1, idx).view(N, ncm, T, D)
+                    vm = torch.gather(v.reshape(N, nc * M, D), 1, idx).view(N, ncm, T, D)
                 # Every chunk against its full k·S memory rows in one call, then recompute the few
                 # chunks that own fewer than k blocks (only when M < k·S) on their valid rows.
                 o2, l2, st2 = _strided_or_copied(
@@ -310,15 +352,26 @@ class _ChunkAndMemory(torch.autograd.Function):
                 last_err = e
         else:
             raise last_err  # type: ignore[misc]
+        if memory == "triton":
+            # Selection (if deferred) runs here, behind the causal kernel; then one kernel computes the
+            # memory piece and merges it into (o1, l1) in place.
+            blk = (blocks() if callable(blocks) else blocks).reshape(N, nc, -1).contiguous()
+            out, lse = _rows_ok(o1), l1.reshape(N, nc, M).contiguous()
+            se_memory_triton.forward_merge_(q, k, v, blk, out, lse, i0=i0, block_size=S)
+            ctx.save_for_backward(q, k, v, blk, out, lse)
+            ctx.meta = (counts, S, backend, st1, memory)
+            return out
         out, lse = _merge(o1, l1.view(N, nc, M), o2, l2.view(N, ncm, M), i0)
         ctx.save_for_backward(q, k, v, km, vm, tok, out, lse)
-        ctx.meta = (counts, S, backend, st1, st2, partial)
+        ctx.meta = (counts, S, backend, st1, memory, st2, partial)
         return out
 
     @staticmethod
     def backward(ctx, dout):
+        if ctx.meta[4] == "triton":
+            return _ChunkAndMemory._backward_triton(ctx, dout)
         q, k, v, km, vm, tok, out, lse = ctx.saved_tensors
-        counts, S, backend, st1, st2, partial = ctx.meta
+        counts, S, backend, st1, _, st2, partial = ctx.meta
         N, nc, M, D = q.shape
         i0 = sum(n == 0 for n in counts)
         ncm, T = nc - i0, km.shape[2]
@@ -355,7 +408,20 @@ class _ChunkAndMemory(torch.autograd.Function):
             dk3[n0:n1].scatter_add_(1, idx, dkm.view(n1 - n0, ncm * T, D))
             dv3[n0:n1].scatter_add_(1, idx, dvm.view(n1 - n0, ncm * T, D))
             del dkm, dvm
-        return dq, dk, dv, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None
+
+    @staticmethod
+    def _backward_triton(ctx, dout):
+        q, k, v, blk, out, lse = ctx.saved_tensors
+        counts, S, backend, st1, _ = ctx.meta
+        i0 = sum(n == 0 for n in counts)
+        # The causal kernel and the memory kernels read dO with out's strides: copy only if it
+        # arrives with others (e.g. from a transpose the forward's caller did not mirror).
+        if dout.stride() != out.stride():
+            dout = torch.empty_like(out).copy_(dout)
+        dq, dk, dv = (_rows_ok(g) for g in lse_kernels.backward(backend, dout, q, k, v, out, lse, st1, True))
+        se_memory_triton.backward_(dout, q, k, v, out, lse, blk, dq, dk, dv, i0=i0, block_size=S)
+        return dq, dk, dv, None, None, None, None, None
 
 
 MEMORY_BACKWARD_SLICES = 2

@@ -6,10 +6,11 @@ ever built. Selection is discrete, so it runs under `no_grad`; softmax, summarie
 float32 (float64 for float64 inputs) whatever the input dtype, while the block-local products use
 the input dtype's tensor cores.
 
-Two implementations of the block statistics (summaries + query sums): on CUDA, one fused Triton
-kernel (`selection_triton`, one read of q, k, v; timings in docs/benchmarks.md); elsewhere, or without Triton, or for float64, batched torch products (`block_summaries`).
-`SPANLAB_SE_SELECTION=torch|triton` forces one. Relevance and the top-k always run in torch on the
-small (B, H, n_chunks, n_blocks) tensor.
+Two implementations: on CUDA, two Triton kernels (`selection_triton`): one fused pass over q, k, v
+for the block statistics (summaries + block query sums), one for relevance and the top-k on the
+small (B, H, n_chunks, n_blocks) problem; elsewhere, or without Triton, or for float64, batched
+torch products (`block_summaries`) and a stable sort (`top_blocks`). Timings in docs/benchmarks.md.
+`SPANLAB_SE_SELECTION=torch|triton` forces one. Random selection always ranks in torch.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -230,7 +231,46 @@ def select_blocks(
         return torch.zeros((B, H, nc, 0), dtype=torch.long, device=q.device)
     if selection == "random":
         scores = random_scores((B, H, nc, nb), generator, q.device)
-    else:
-        kind = "landmark" if selection == "landmark" else "relevance"
-        scores = relevance_scores(q, k, v, chunk_size=chunk_size, block_size=block_size, kind=kind, impl=impl)
+        return top_blocks(scores, chunk_size, block_size, top_k)
+    kind = "landmark" if selection == "landmark" else "relevance"
+    if _stats_impl(q, impl) == "triton":  # two kernels: block statistics, then relevance + top-k
+        from spanlab.attention import selection_triton
+
+        c, block_sums = selection_triton.block_stats(q, k, v, block_size, kind)
+        qsum = None if chunk_size % block_size == 0 else chunk_query_sums(q, chunk_size, c.dtype)
+        return selection_triton.top_blocks_from_stats(
+            c, block_sums, L, chunk_size=chunk_size, block_size=block_size, top_k=top_k, qsum=qsum
+        )
+    scores = relevance_scores(q, k, v, chunk_size=chunk_size, block_size=block_size, kind=kind, impl=impl)
     return top_blocks(scores, chunk_size, block_size, top_k)
+
+
+def select_blocks_deferred(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    chunk_size: int,
+    block_size: int,
+    top_k: int,
+    selection: str,
+    generator: torch.Generator | None,
+) -> Callable[[], torch.Tensor]:
+    """`select_blocks` in two steps, for the attention call's launch order: this call launches
+    what can run at once (the block-statistics kernel, on the Triton path), the returned function
+    finishes the choice (relevance and top-k) and returns what `select_blocks` would."""
+    L = q.shape[2]
+    kind = "landmark" if selection == "landmark" else "relevance"
+    if selection in ("relevance", "landmark") and top_k > 0 and L // block_size > 0 and _stats_impl(q, None) == "triton":
+        from spanlab.attention import selection_triton
+
+        c, block_sums = selection_triton.block_stats(q, k, v, block_size, kind)
+        qsum = None if chunk_size % block_size == 0 else chunk_query_sums(q, chunk_size, c.dtype)
+        return functools.partial(
+            selection_triton.top_blocks_from_stats, c, block_sums, L, chunk_size=chunk_size, block_size=block_size,
+            top_k=top_k, qsum=qsum,
+        )
+    return functools.partial(
+        select_blocks, q, k, v, chunk_size=chunk_size, block_size=block_size, top_k=top_k, selection=selection,
+        generator=generator,
+    )

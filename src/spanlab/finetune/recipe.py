@@ -93,6 +93,12 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
             progress=cfg.progress and acc.is_main_process,
         )
     model = load_base_model(cfg.model, dtype=_DTYPES[cfg.weights_dtype], rope_scaling=cfg.rope_scaling)
+    # Adapter initialisation draws from the global RNG: seed it, so a run does not depend on what
+    # ran before it in the process (a study fine-tunes several models in one) and a resumed study
+    # starts each fine-tune from the same adapters as an uninterrupted one.
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.seed)
     model = apply_peft(model, cfg.peft, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.lora_dropout,
                        verbose=acc.is_main_process)
     if cfg.weights_dtype != "fp32":

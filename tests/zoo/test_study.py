@@ -303,3 +303,40 @@ def test_every_cell_keeps_its_samples_when_blocks_share_prompts(tmp_path, random
     assert (out / "eval" / "a" / "results.jsonl").read_text() == before
     assert Counter((r["label"], r["length"], r["depth"]) for r in again) == Counter(
         {k: v for k, v in asked.items() if k[0].split("@")[0] in FORMATS})
+
+
+def test_finetune_on_the_pretraining_task_mixture(tmp_path, random_model):
+    """`task_fraction` in a fine-tune's settings: the study first writes the base's evaluation
+    samples to heldout/, and the fine-tune reads task rows at its own context (here 2x) from a
+    stream in the study's data/ whose needles exclude them."""
+    import numpy as np
+
+    from spanlab.pretrain import rare_tokens
+    from spanlab.pretrain.data import answers_path
+    from spanlab.tasks import load_tokenizer
+
+    out = tmp_path / "s"
+    cfg = _study_cfg(random_model, out)
+    cfg["models"] = cfg["models"][:1]
+    cfg["eval"][0]["num_samples"] = 4
+    cfg["finetune"] = [{"name": "ft", "base": "a", "context": "2x", "settings": {
+        "attention": "full", "peft": "lora+", "steps": 3, "micro_batch_size": 2, "grad_accum": 1, "lr": 2e-4,
+        "mixed_precision": "no", "gradient_checkpointing": False, "rank": 4, "alpha": 8, "save_every": 0,
+        "task_fraction": 0.75, "tasks": ["niah_single_1", "niah_single_2"], "loss": "answers"}}]
+    study = Study(load_study(str(_write(tmp_path, cfg))), progress=False, log=lambda m: None)
+    fc = study.finetune_config("ft")
+    assert (fc.context, fc.task_fraction, fc.loss, fc.data) == (512, 0.75, "answers", [])
+    assert fc.heldout == [str(out / "heldout")] and fc.cache_dir == out / "data"
+    study.run()
+    assert _steps(out) == ["heldout", "eval:a:ruler", "finetune:ft", "eval:ft:ruler", "report"]
+    held = set()
+    for f in (out / "heldout").glob("a.*.jsonl"):
+        for line in f.read_text().splitlines():
+            held |= set(json.loads(line)["outputs"])
+    assert len(held) == 8  # the base's evaluation needles: 4 samples at 1x and 2x
+    (stream,) = (out / "data").glob("stream-*[0-9a-f].npy")
+    rows = np.load(stream)
+    assert rows.shape == (6, 512)  # 3 steps x 2 rows at the fine-tuning context
+    assert (np.load(answers_path(stream))[:, 1] > 0).any()
+    text = load_tokenizer(None).decode(rows.astype(np.int64).ravel().tolist())
+    assert not held & rare_tokens(text)

@@ -73,6 +73,10 @@ def test_shipped_configs_parse_and_plan(name, tmp_path):
     for f in cfg.finetune:  # settings are real FinetuneConfig fields
         fc = study.finetune_config(f.name)
         assert fc.context == 4 * study.context_of(cfg.models[0].name)
+        # Every variant at one learning rate (S2's default 2e-5 would confound the comparison), on
+        # the pre-training task mixture with the evaluation needles held out (written first).
+        assert fc.learning_rate == 2e-4 and (fc.task_fraction, fc.loss) == (0.9, "answers")
+        assert fc.heldout == [str(tmp_path / "heldout")] and steps[0] == "heldout"
     if cfg.profile is not None:  # Fig. 4 from the fine-tuning length 4C up, chunk = window = C
         p = study.profile_settings()
         c = study.context_of(cfg.models[0].name)

@@ -73,6 +73,10 @@ def test_shipped_configs_parse_and_plan(name, tmp_path):
     for f in cfg.finetune:  # settings are real FinetuneConfig fields
         fc = study.finetune_config(f.name)
         assert fc.context == 4 * study.context_of(cfg.models[0].name)
+        # Every variant at one learning rate (S2's default 2e-5 would confound the comparison), on
+        # the pre-training task mixture with the evaluation needles held out (written first).
+        assert fc.learning_rate == 2e-4 and (fc.task_fraction, fc.loss) == (0.9, "answers")
+        assert fc.heldout == [str(tmp_path / "heldout")] and steps[0] == "heldout"
     if cfg.profile is not None:  # Fig. 4 from the fine-tuning length 4C up, chunk = window = C
         p = study.profile_settings()
         c = study.context_of(cfg.models[0].name)
@@ -248,3 +252,95 @@ def test_gpu_profile_is_not_run_on_cpu_and_stays_to_do(tmp_path, random_model):
     logs.clear()
     study.run()
     assert any("eval:a:ruler: done, skipped" in m for m in logs) and any("profile: not run here" in m for m in logs)
+
+
+def test_every_cell_keeps_its_samples_when_blocks_share_prompts(tmp_path, random_model):
+    """A format-suite sample equals a depth-sweep one (Essay-Word-Num@depth=50 is niah_single_2 at
+    depth 50, same seed), and at a short length two depths can give the same prompt. Every (label,
+    length, depth) cell the config asks for still gets its samples in the journal and the report,
+    each prompt is generated once, and the task x length table holds only the RULER block."""
+    from collections import Counter
+
+    from spanlab.eval import run_eval
+    from spanlab.tasks.suites import FORMATS
+
+    out = tmp_path / "s"
+    cfg = {
+        "name": "cells", "out": str(out), "device": "cpu",
+        "models": [{"name": "a", "path": str(random_model), "context": 512}],
+        "generation": {"batch_size": 8, "max_new_tokens": 4},
+        "eval": [{"name": "ruler", "tasks": ["niah_single_2"], "lengths": ["0.5x", "1x"], "num_samples": 2},
+                 {"name": "depth", "suite": "niah-depth", "lengths": ["1x"], "num_samples": 2},
+                 {"name": "format", "suite": "niah-format", "lengths": ["0.5x", "1x"], "num_samples": 2}],
+    }
+    study = Study(load_study(str(_write(tmp_path, cfg))), out=out, progress=False, log=lambda m: None)
+    samples = [s for block in study.cfg.eval for s in study.block_samples("a", block)]
+    asked = Counter((s.params.get("label") or s.task, s.max_length, s.depth) for s in samples)
+    assert len({s.id for s in samples}) < len(samples), "the test needs prompts shared between cells"
+    study.run()
+
+    recs = [json.loads(l) for l in (out / "eval" / "a" / "results.jsonl").read_text().splitlines() if l.strip()]
+    got = Counter((r["label"], r["length"], r["depth"]) for r in recs)
+    assert got == asked  # every cell, each sample once
+    generated = [r for r in recs if not r.get("reused")]
+    assert len(generated) == len({r["id"] for r in recs})  # each prompt went through the model once
+    by_id = {}
+    for r in recs:  # a reused record carries the output of its prompt
+        assert by_id.setdefault(r["id"], (r["prediction"], r["score"])) == (r["prediction"], r["score"])
+
+    grid = json.loads((out / "report" / "formats_a_512.json").read_text())
+    assert grid["columns"] == ["format", "0", "50", "100", "Avg"]
+    assert [row[0] for row in grid["rows"]] == ["Essay-Word-Num", "Essay-Word-UUID", "Repeat-Word-Num"]
+    assert all(v is not None for row in grid["rows"] for v in row[1:])
+    short = json.loads((out / "report" / "formats_a_256.json").read_text())
+    assert short["columns"] == ["format", "0", "50", "100", "Avg"]
+    assert all(v is not None for row in short["rows"] for v in row[1:])
+    tasks = json.loads((out / "report" / "tasks_a.json").read_text())
+    assert [row[0] for row in tasks["rows"]] == ["niah_single_2", "Average"]
+    depth = json.loads((out / "report" / "depth_niah_single_2_512.json").read_text())
+    assert [row[0] for row in depth["rows"]] == ["0", "20", "40", "50", "60", "80", "100", "Average"]
+
+    # Resuming a block whose cells are all journaled generates nothing and adds no record.
+    before = (out / "eval" / "a" / "results.jsonl").read_text()
+    block = study.cfg.eval[2]
+    again = run_eval(study.eval_config("a", block), samples=study.block_samples("a", block))
+    assert (out / "eval" / "a" / "results.jsonl").read_text() == before
+    assert Counter((r["label"], r["length"], r["depth"]) for r in again) == Counter(
+        {k: v for k, v in asked.items() if k[0].split("@")[0] in FORMATS})
+
+
+def test_finetune_on_the_pretraining_task_mixture(tmp_path, random_model):
+    """`task_fraction` in a fine-tune's settings: the study first writes the base's evaluation
+    samples to heldout/, and the fine-tune reads task rows at its own context (here 2x) from a
+    stream in the study's data/ whose needles exclude them."""
+    import numpy as np
+
+    from spanlab.pretrain import rare_tokens
+    from spanlab.pretrain.data import answers_path
+    from spanlab.tasks import load_tokenizer
+
+    out = tmp_path / "s"
+    cfg = _study_cfg(random_model, out)
+    cfg["models"] = cfg["models"][:1]
+    cfg["eval"][0]["num_samples"] = 4
+    cfg["finetune"] = [{"name": "ft", "base": "a", "context": "2x", "settings": {
+        "attention": "full", "peft": "lora+", "steps": 3, "micro_batch_size": 2, "grad_accum": 1, "lr": 2e-4,
+        "mixed_precision": "no", "gradient_checkpointing": False, "rank": 4, "alpha": 8, "save_every": 0,
+        "task_fraction": 0.75, "tasks": ["niah_single_1", "niah_single_2"], "loss": "answers"}}]
+    study = Study(load_study(str(_write(tmp_path, cfg))), progress=False, log=lambda m: None)
+    fc = study.finetune_config("ft")
+    assert (fc.context, fc.task_fraction, fc.loss, fc.data) == (512, 0.75, "answers", [])
+    assert fc.heldout == [str(out / "heldout")] and fc.cache_dir == out / "data"
+    study.run()
+    assert _steps(out) == ["heldout", "eval:a:ruler", "finetune:ft", "eval:ft:ruler", "report"]
+    held = set()
+    for f in (out / "heldout").glob("a.*.jsonl"):
+        for line in f.read_text().splitlines():
+            held |= set(json.loads(line)["outputs"])
+    assert len(held) == 8  # the base's evaluation needles: 4 samples at 1x and 2x
+    (stream,) = (out / "data").glob("stream-*[0-9a-f].npy")
+    rows = np.load(stream)
+    assert rows.shape == (6, 512)  # 3 steps x 2 rows at the fine-tuning context
+    assert (np.load(answers_path(stream))[:, 1] > 0).any()
+    text = load_tokenizer(None).decode(rows.astype(np.int64).ravel().tolist())
+    assert not held & rare_tokens(text)

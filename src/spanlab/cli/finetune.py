@@ -31,12 +31,19 @@ def _ints(flag: str, text: str | None) -> list[int] | None:
 @app.command("finetune")
 def finetune(
     model: str | None = typer.Option(None, help="Local HF model folder (base model)."),
-    data: list[str] | None = typer.Option(None, help="Training text: txt / jsonl / parquet file or folder (repeatable)."),
+    data: list[str] | None = typer.Option(None, help="Training text: txt / jsonl / parquet file or folder (repeatable; "
+                                          "one with --task-fraction, default there: the essays)."),
     out: Path | None = typer.Option(None, help="Output folder (checkpoints, adapters, merged model)."),
     config: Path | None = typer.Option(None, help="YAML file with these settings; flags given here override it."),
     mix: str | None = typer.Option(None, help="Mixing weights, one per --data, e.g. 0.7,0.3."),
     text_field: str | None = typer.Option(None, help="Text field of jsonl / parquet rows [text]."),
     cache_dir: Path | None = typer.Option(None, help="Token cache folder [~/.cache/spanlab/tokens]."),
+    task_fraction: float | None = typer.Option(None, help="Share of RULER-format task rows, as in `spanlab train` "
+                                               "(0 = text only) [0]."),
+    tasks: str | None = typer.Option(None, help="Tasks of the mixture, comma-separated [spanlab.pretrain.DEFAULT_TASKS]."),
+    loss: str | None = typer.Option(None, help="all | answers (task rows train on their answer only) [all]."),
+    heldout: list[str] | None = typer.Option(None, help="Eval sample JSONL files/folders whose needles task rows "
+                                             "must not contain (repeatable)."),
     context: int | None = typer.Option(None, help="Training sequence length [8192]."),
     attention: str | None = typer.Option(None, help="full | sw | s2 | se | se-nomem | se-random | se-landmark [se]."),
     window: int | None = typer.Option(None, help="SW window [context/4]."),
@@ -67,7 +74,9 @@ def finetune(
 
     flags = {
         "model": model, "data": data or None, "out": out, "mix": _floats("--mix", mix), "text_field": text_field,
-        "cache_dir": cache_dir, "context": context, "attention": attention, "window": window,
+        "cache_dir": cache_dir, "task_fraction": task_fraction,
+        "tasks": [x.strip() for x in tasks.split(",") if x.strip()] if tasks is not None else None, "loss": loss,
+        "heldout": heldout or None, "context": context, "attention": attention, "window": window,
         "group_size": group_size, "chunk_size": _ints("--chunk-size", chunk_size), "block_size": block_size,
         "top_k": top_k, "peft": peft, "rank": rank, "alpha": alpha, "rope_scaling": rope_scaling, "steps": steps,
         "micro_batch_size": micro_batch_size, "grad_accum": grad_accum, "lr": lr, "warmup_steps": warmup_steps,
@@ -78,7 +87,9 @@ def finetune(
     if config is not None:
         cfg = FinetuneConfig.from_yaml(config, **flags)
     else:
-        missing = [f"--{k}" for k in ("model", "data", "out") if flags[k] is None]
+        missing = [f"--{k}" for k in ("model", "out") if flags[k] is None]
+        if flags["data"] is None and not task_fraction:
+            missing.append("--data (or --task-fraction)")
         if missing:
             raise SpanlabError(f"missing {', '.join(missing)}; give them or a --config YAML file")
         cfg = FinetuneConfig.parse({k: v for k, v in flags.items() if v is not None})

@@ -67,14 +67,24 @@ def read_records(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
                 yield rec
 
 
+def record_key(rec: dict[str, Any]) -> tuple[str, str, float | None]:
+    """What one record stands for: a prompt (`id`, a content hash) in one cell of the grid (label,
+    needle depth). One prompt can sit in several cells -- a format-suite sample equal to a depth-sweep
+    one, or two depths that give the same prompt at a short length -- and each cell keeps its record."""
+    depth = rec.get("depth")
+    return str(rec["id"]), str(rec.get("label") or rec.get("task")), None if depth is None else float(depth)
+
+
 def read_run(rundir: str | os.PathLike) -> list[dict[str, Any]]:
-    """All finished samples of a run, merged over every rank's journal, one record per id."""
-    seen: dict[str, dict[str, Any]] = {}
+    """All finished samples of a run, merged over every rank's journal, one record per cell sample
+    (`record_key`)."""
+    seen: dict[tuple, dict[str, Any]] = {}
     for p in sorted(Path(rundir).glob(RESULTS_GLOB)):
         for rec in read_records(p):
-            seen.setdefault(rec["id"], rec)
+            seen.setdefault(record_key(rec), rec)
     return list(seen.values())
 
 
 def done_ids(rundir: str | os.PathLike) -> set[str]:
+    """The prompts of a run that have an output (under at least one label)."""
     return {r["id"] for r in read_run(rundir)}

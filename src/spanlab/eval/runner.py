@@ -11,7 +11,7 @@ from typing import Any
 from spanlab.errors import SpanlabError
 from spanlab.eval.batching import plan_batches
 from spanlab.eval.config import EvalConfig
-from spanlab.eval.journal import Journal, done_ids, read_run, results_name
+from spanlab.eval.journal import Journal, read_run, record_key, results_name
 from spanlab.eval.manifest import (
     build_manifest,
     check_compatible,
@@ -19,7 +19,13 @@ from spanlab.eval.manifest import (
     read_manifest,
     write_manifest,
 )
-from spanlab.eval.samples import generate_samples, label_of, read_samples, specs_from
+from spanlab.eval.samples import (
+    generate_samples,
+    label_of,
+    read_samples,
+    sample_key,
+    specs_from,
+)
 from spanlab.eval.shard import rank_world
 from spanlab.models.base import Backend
 from spanlab.scoring import sample_score
@@ -130,29 +136,53 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, *, samples: list[S
         write_manifest(out, merge_manifest(old, new))
 
     ordered = sorted(samples, key=lambda s: (label_of(s), s.max_length, s.depth if s.depth is not None else -1, s.id))
-    done = done_ids(out)
+    # One prompt (id) can stand in several cells (label, depth): a format-suite sample equal to a
+    # depth-sweep one, two depths that give the same prompt at a short length. It is generated once,
+    # under its first cell, and journaled once per cell, so no cell of the grid loses its samples.
+    cells: dict[str, list[Sample]] = {}
+    for s in ordered:
+        group = cells.setdefault(s.id, [])
+        if all(sample_key(x) != sample_key(s) for x in group):
+            group.append(s)
+    previous = read_run(out)
+    done = {record_key(r) for r in previous}
+    outputs = {r["id"]: r for r in reversed(previous)}  # an earlier output of each prompt, any cell
     # Batches are planned over the whole run and then dealt out to ranks, so every sample meets
     # the same batch-mates (same padding, same kernel shapes) whatever the world size or how often
     # the run was resumed: a sharded run reproduces a single-process run bit for bit.
-    mine = [(label, length, budget, [s for s in batch if s.id not in done])
-            for k, (label, length, budget, batch) in enumerate(plan_run(ordered, backend, cfg))
+    mine = [(label, length, budget, batch)
+            for k, (label, length, budget, batch) in enumerate(plan_run([g[0] for g in cells.values()], backend, cfg))
             if k % world == rank]
+    # Cells of prompts with an output already are journaled from it, without generating.
+    copies = [_record_as(x, outputs[s.id], rank) for b in mine for s in b[3] if s.id in outputs
+              for x in cells[s.id] if sample_key(x) not in done]
+    mine = [(label, length, budget, [s for s in batch if s.id not in outputs]) for label, length, budget, batch in mine]
     mine = [b for b in mine if b[3]]
 
     progress = _progress(cfg.progress and rank == 0)
     with Journal(out / results_name(rank, world)) as journal, progress:
+        journal.append(copies)
         bar = progress.add_task("eval", total=sum(len(b[3]) for b in mine), label="")
         for label, length, budget, batch in mine:
             progress.update(bar, label=f"{label} @ {length}")
             t0 = time.perf_counter()
             gens = backend.generate([s.prompt for s in batch], budget, cfg.stop)
             dt = time.perf_counter() - t0
-            journal.append(make_record(s, g.text, g.prompt_tokens, g.new_tokens, dt, len(batch), rank)
-                           for s, g in zip(batch, gens))
+            records = [make_record(s, g.text, g.prompt_tokens, g.new_tokens, dt, len(batch), rank)
+                       for s, g in zip(batch, gens)]
+            journal.append([*records, *(_record_as(x, r, rank) for s, r in zip(batch, records) for x in cells[s.id][1:])])
             progress.advance(bar, len(batch))
     _barrier(world)
-    ids = {s.id for s in samples}
-    return [r for r in read_run(out) if r["id"] in ids]
+    keys = {sample_key(s) for s in samples}
+    return [r for r in read_run(out) if record_key(r) in keys]
+
+
+def _record_as(s: Sample, rec: dict[str, Any], rank: int) -> dict[str, Any]:
+    """The record of sample `s` from the output `rec` of the same prompt in another cell (marked
+    `reused`; no latency of its own)."""
+    out = make_record(s, rec["prediction"], rec["prompt_tokens"], rec["new_tokens"], 0.0, rec["batch_size"], rank)
+    out["reused"] = True
+    return out
 
 
 def _tokenizer_for_generation(cfg: EvalConfig) -> Any:

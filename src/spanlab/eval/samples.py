@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from spanlab.errors import SpanlabError
+from spanlab.eval.journal import record_key
 from spanlab.tasks.sample import Sample
 
 
@@ -26,6 +27,11 @@ class Spec:
 
 def label_of(sample: Sample) -> str:
     return str(sample.params.get("label") or sample.task)
+
+
+def sample_key(sample: Sample) -> tuple[str, str, float | None]:
+    """The journal key of the record this sample gets (spanlab.eval.journal.record_key)."""
+    return record_key({"id": sample.id, "label": label_of(sample), "depth": sample.depth})
 
 
 def sample_files(paths: Sequence[str]) -> list[Path]:
@@ -61,8 +67,9 @@ def read_samples(paths: Sequence[str]) -> list[Sample]:
                 n += 1
         if n == 0:
             raise SpanlabError(f"sample file {f} is empty; regenerate it or leave it out")
-    seen: set[str] = set()
-    unique = [s for s in out if not (s.id in seen or seen.add(s.id))]
+    # Files may repeat a sample; the same prompt under two labels or depths is two cells, kept apart.
+    seen: set[tuple] = set()
+    unique = [s for s in out if not ((k := sample_key(s)) in seen or seen.add(k))]
     return unique
 
 

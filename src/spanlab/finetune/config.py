@@ -19,11 +19,17 @@ class FinetuneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(..., description="local Hugging Face model folder")
-    data: list[str] = Field(..., min_length=1, description="txt / jsonl / parquet files or folders")
+    data: list[str] = Field(default_factory=list, description="txt / jsonl / parquet files or folders")
     out: Path
     mix: list[float] | None = Field(None, description="one weight per --data source, e.g. 0.7,0.3")
     text_field: str = "text"
     cache_dir: Path | None = None
+    # The pre-training mixture of spanlab.pretrain at the fine-tuning context: this fraction of rows
+    # are RULER-format task samples (then text), the rest windows of `data` (default: the essays).
+    task_fraction: float = Field(0.0, ge=0, le=1, description="share of RULER-format task rows (0 = text only)")
+    tasks: list[str] | None = Field(None, description="tasks of the mixture (default spanlab.pretrain.DEFAULT_TASKS)")
+    loss: Literal["all", "answers"] = Field("all", description="answers: task rows train on their answer only")
+    heldout: list[str] = Field(default_factory=list, description="eval sample files whose needles stay out of task rows")
 
     context: int = Field(8192, ge=16)
     attention: Literal["full", "sw", "s2", "se", "se-nomem", "se-random", "se-landmark"] = "se"
@@ -59,6 +65,26 @@ class FinetuneConfig(BaseModel):
     def _check(self) -> FinetuneConfig:
         if self.mix is not None and len(self.mix) != len(self.data):
             raise SpanlabError(f"--mix has {len(self.mix)} weights for {len(self.data)} --data sources; give one each")
+        if self.task_fraction == 0:
+            if not self.data:
+                raise SpanlabError("no training data; pass --data FILE_OR_FOLDER, or --task-fraction for the "
+                                   "pre-training task mixture")
+            unused = [f"--{k.replace('_', '-')}" for k in ("tasks", "heldout") if getattr(self, k)]
+            if self.loss == "answers":
+                unused.append("--loss answers")
+            if unused:
+                raise SpanlabError(f"{', '.join(unused)} only apply to task rows; add --task-fraction (e.g. 0.9) or drop them")
+        else:
+            if len(self.data) > 1 or self.mix is not None:
+                raise SpanlabError("with --task-fraction the natural text is one --data source (a folder may hold "
+                                   "many files); --mix does not apply")
+            if self.tasks is not None:
+                from spanlab.tasks.registry import TASKS
+
+                bad = [x for x in self.tasks if x not in TASKS]
+                if bad or not self.tasks:
+                    raise SpanlabError(f"--tasks: unknown task(s) {', '.join(bad) or '(none given)'}; "
+                                       f"choose from {', '.join(TASKS)}")
         if self.weights_dtype == "bf16" and self.mixed_precision != "bf16":
             raise SpanlabError("--weights-dtype bf16 needs --mixed-precision bf16 (autocast bridges bf16 and fp32 tensors)")
         if self.attention == "full" and any(v is not None for v in (self.window, self.group_size, self.chunk_size)):
@@ -96,7 +122,7 @@ class FinetuneConfig(BaseModel):
         if not isinstance(raw, dict):
             raise SpanlabError(f"{p}: expected a mapping of settings at the top level")
         raw.update({k: v for k, v in overrides.items() if v is not None})
-        missing = [k for k in ("model", "data", "out") if raw.get(k) is None]
+        missing = [k for k in ("model", "out") if raw.get(k) is None]
         if missing:
             raise SpanlabError(f"{p}: no {', '.join(missing)}; set it in the file or pass --{missing[0]}")
         return cls.parse(raw, source=str(p))

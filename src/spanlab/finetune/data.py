@@ -261,3 +261,48 @@ def load_training_data(
     if len(parts) == 1:
         return parts[0]
     return torch.utils.data.ConcatDataset(parts)
+
+
+def task_mixture_data(
+    *,
+    context: int,
+    num_rows: int,
+    tokenizer: Any,
+    seed: int,
+    task_fraction: float,
+    tasks: Sequence[str] | None,
+    loss: str,
+    heldout: Sequence[str],
+    text_source: str | Path | None,
+    cache_dir: str | Path | None = None,
+    text_field: str = "text",
+    progress: bool = True,
+) -> Any:
+    """The pre-training mixture of spanlab.pretrain continued at the fine-tuning context: `num_rows`
+    rows of `context` tokens, a `task_fraction` of them RULER-format task samples at lengths
+    context/4 .. context (answer loss with `loss="answers"`), the rest windows of the natural text
+    (`text_source`, default the essays pre-training read).
+
+    Evaluation answers stay out as in pre-training (spanlab.pretrain.heldout): task samples draw
+    seeds from 2**40 up, and every rare token (needle number, UUID, key, variable name) of the
+    `heldout` evaluation samples is rewritten wherever a task row would contain it.
+    """
+    from spanlab.pretrain.data import (
+        DEFAULT_TASKS,
+        MixtureConfig,
+        StreamDataset,
+        build_stream,
+    )
+    from spanlab.pretrain.heldout import HeldOut
+    from spanlab.pretrain.run import heldout_from_files
+
+    mix = MixtureConfig(context=context, seed=seed, task_fraction=task_fraction,
+                        tasks=tuple(tasks) if tasks else DEFAULT_TASKS)
+    text = None
+    if text_source is not None:
+        cache = build_token_cache(text_source, tokenizer, cache_dir, text_field=text_field, progress=progress)
+        text = (cache.directory.name, cache.tokens)  # the token cache's key: files, sizes, mtimes, tokenizer
+    held = heldout_from_files(heldout) if heldout else HeldOut()
+    path = build_stream(mix, num_rows, tokenizer=tokenizer, cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
+                        heldout=held, progress=progress, text=text)
+    return StreamDataset(path, loss=loss)

@@ -18,7 +18,7 @@ import yaml
 
 from spanlab.errors import SpanlabError
 from spanlab.finetune.config import FinetuneConfig
-from spanlab.finetune.data import load_training_data
+from spanlab.finetune.data import load_training_data, task_mixture_data
 from spanlab.finetune.patching import patch_attention
 from spanlab.finetune.peft_recipes import apply_peft
 from spanlab.finetune.rope import scale_rope
@@ -81,18 +81,41 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         (out / "finetune_config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     tokenizer = load_tokenizer(cfg.model)
-    with acc.main_process_first():  # rank 0 tokenises, the others reuse its cache
-        dataset = load_training_data(
-            cfg.data,
-            tokenizer,
-            cfg.context,
-            mix=cfg.mix,
-            seed=cfg.seed,
-            cache_dir=cfg.cache_dir,
-            text_field=cfg.text_field,
-            progress=cfg.progress and acc.is_main_process,
-        )
+    with acc.main_process_first():  # rank 0 tokenises (builds the stream), the others reuse its cache
+        if cfg.task_fraction > 0:
+            # One row per sequence the run reads, so every row is seen once (spanlab.train.order).
+            dataset = task_mixture_data(
+                context=cfg.context,
+                num_rows=cfg.steps * cfg.micro_batch_size * cfg.grad_accum * acc.num_processes,
+                tokenizer=tokenizer,
+                seed=cfg.seed,
+                task_fraction=cfg.task_fraction,
+                tasks=cfg.tasks,
+                loss=cfg.loss,
+                heldout=cfg.heldout,
+                text_source=cfg.data[0] if cfg.data else None,
+                cache_dir=cfg.cache_dir,
+                text_field=cfg.text_field,
+                progress=cfg.progress and acc.is_main_process,
+            )
+        else:
+            dataset = load_training_data(
+                cfg.data,
+                tokenizer,
+                cfg.context,
+                mix=cfg.mix,
+                seed=cfg.seed,
+                cache_dir=cfg.cache_dir,
+                text_field=cfg.text_field,
+                progress=cfg.progress and acc.is_main_process,
+            )
     model = load_base_model(cfg.model, dtype=_DTYPES[cfg.weights_dtype], rope_scaling=cfg.rope_scaling)
+    # Adapter initialisation draws from the global RNG: seed it, so a run does not depend on what
+    # ran before it in the process (a study fine-tunes several models in one) and a resumed study
+    # starts each fine-tune from the same adapters as an uninterrupted one.
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.seed)
     model = apply_peft(model, cfg.peft, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.lora_dropout,
                        verbose=acc.is_main_process)
     if cfg.weights_dtype != "fp32":

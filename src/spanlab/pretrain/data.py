@@ -168,22 +168,22 @@ def feasible_tasks(tasks: Sequence[str], context: int, tokenizer: Any) -> tuple[
     return tuple(out)
 
 
-def stream_key(mix: MixtureConfig, tokenizer: Any, heldout: HeldOut, num_rows: int) -> str:
+def stream_key(mix: MixtureConfig, tokenizer: Any, heldout: HeldOut, num_rows: int, text_key: str | None = None) -> str:
     from spanlab.tasks.tokenizer import tokenizer_name
 
     vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
-    blob = json.dumps(
-        {
-            "mix": asdict(mix),
-            "tokenizer": tokenizer_name(tokenizer),
-            "vocab": hashlib.sha256(json.dumps(sorted(vocab.items())).encode()).hexdigest(),
-            "heldout": hashlib.sha256("\n".join(sorted(heldout.tokens)).encode()).hexdigest(),
-            "rows": num_rows,
-            # 2: prompt and answer tokenized separately (as at evaluation), answer spans stored.
-            "version": 2,
-        },
-        sort_keys=True,
-    )
+    key = {
+        "mix": asdict(mix),
+        "tokenizer": tokenizer_name(tokenizer),
+        "vocab": hashlib.sha256(json.dumps(sorted(vocab.items())).encode()).hexdigest(),
+        "heldout": hashlib.sha256("\n".join(sorted(heldout.tokens)).encode()).hexdigest(),
+        "rows": num_rows,
+        # 2: prompt and answer tokenized separately (as at evaluation), answer spans stored.
+        "version": 2,
+    }
+    if text_key is not None:  # another natural text than the essays (streams on the essays keep their key)
+        key["text"] = text_key
+    blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -196,20 +196,30 @@ def build_stream(
     heldout: HeldOut | None = None,
     workers: int | None = None,
     progress: bool = True,
+    text: tuple[str, np.ndarray] | None = None,
 ) -> Path:
     """Write rows 0..num_rows-1 of the stream to `cache_dir/stream-<key>.npy` (reused if present),
-    and their answer spans to `stream-<key>.answers.npy`. `workers=None` uses every core."""
+    and their answer spans to `stream-<key>.answers.npy`. `workers=None` uses every core.
+
+    `text` = (key, token ids): the natural text that text rows and the fill after task samples
+    are cut from, named by `key` in the cache key (fine-tuning data, spanlab.finetune.data);
+    default: the essays, as in pre-training."""
     if num_rows < 1:
         raise SpanlabError("the token budget gives no training rows; raise --tokens")
     heldout = heldout or HeldOut()
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"stream-{stream_key(mix, tokenizer, heldout, num_rows)}.npy"
+    path = cache_dir / f"stream-{stream_key(mix, tokenizer, heldout, num_rows, text[0] if text else None)}.npy"
     if path.exists() and answers_path(path).exists():
         return path
     vocab = len(tokenizer)
     dtype = np.uint16 if vocab <= np.iinfo(np.uint16).max else np.int32
-    essay_ids = np.asarray(tokenizer(natural_text(), add_special_tokens=False)["input_ids"], dtype=np.int64)
+    if text is not None:
+        essay_ids = text[1]
+        if len(essay_ids) == 0:
+            raise SpanlabError("the natural text of the mixture has no tokens; give a non-empty data source")
+    else:
+        essay_ids = np.asarray(tokenizer(natural_text(), add_special_tokens=False)["input_ids"], dtype=np.int64)
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     if mix.task_fraction > 0:
         fitting = feasible_tasks(mix.tasks, mix.context, tokenizer)

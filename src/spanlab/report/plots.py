@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from spanlab.report.load import Run, base_label, swept_depth
-from spanlab.report.tables import _slug, grid
+from spanlab.report.tables import _slug, grid, length_records
 
 
 def _plt():
@@ -54,7 +54,7 @@ def depth_heatmaps(runs: Sequence[Run], out: Path) -> list[Path]:
 def length_curves(runs: Sequence[Run], out: Path) -> list[Path]:
     """One figure per task plus one for the average: accuracy vs length, a line per run."""
     plt = _plt()
-    per_run = {run.name: grid(run.records, base_label, lambda r: r["length"]) for run in runs}
+    per_run = {run.name: grid(length_records(run), base_label, lambda r: r["length"]) for run in runs}
     labels = sorted({t for g in per_run.values() for t in g})
     paths = []
     for label in ["Average", *labels]:

@@ -77,13 +77,30 @@ def _mean(vals: Sequence[float]) -> float | None:
     return round(sum(vals) / len(vals), 2) if vals else None
 
 
+def length_records(run: Run) -> list[dict[str, Any]]:
+    """The records of the task × length views (Table 1, task groups, averages, effective length,
+    length curves): samples whose needle depth the task drew, RULER's protocol. A depth sweep or a
+    format grid in the same run directory (a study puts every eval block of a model in one) has its
+    own tables; here it would add format rows to Table 1, mix 7 swept depths into a task's row and
+    weigh on the average. A run that is only a sweep is shown averaged over its depths."""
+    return [r for r in run.records if swept_depth(r) is None] or run.records
+
+
+def is_format_label(label: str) -> bool:
+    """A label that names a haystack/key/value format (Table 4's rows): one of the seed study's
+    formats, or a task with parameters in its label (`niah_single_2@haystack=repeat`)."""
+    from spanlab.tasks.suites import FORMATS
+
+    return label in FORMATS or "@" in label
+
+
 def _len_header(length: int, train: int | None) -> str:
     return f"{length}*" if train is not None and length == train else str(length)
 
 
 def task_length_table(run: Run) -> Table:
     """Seed Table 1 / 7–19: tasks × lengths, with an Avg column and an Average row."""
-    g = grid(run.records, base_label, lambda r: r["length"])
+    g = grid(length_records(run), base_label, lambda r: r["length"])
     lengths = sorted({ln for cols in g.values() for ln in cols})
     rows = []
     for label in sorted(g):
@@ -98,7 +115,7 @@ def task_length_table(run: Run) -> Table:
 
 def group_table(run: Run) -> Table | None:
     """The Expansion Span paper's task groups × lengths (only groups whose tasks were run)."""
-    g = grid(run.records, lambda r: r["task"], lambda r: r["length"])
+    g = grid(length_records(run), lambda r: r["task"], lambda r: r["length"])
     lengths = sorted({ln for cols in g.values() for ln in cols})
     per_len = {ln: group_scores({t: g[t][ln] for t in g if ln in g[t]}) for ln in lengths}
     names = [n for n in [*GROUPS, "Average"] if any(n in per_len[ln] for ln in lengths)]
@@ -110,10 +127,10 @@ def group_table(run: Run) -> Table | None:
 
 def runs_summary_table(runs: Sequence[Run]) -> Table:
     """Runs × lengths, each cell the mean over the run's tasks at that length."""
-    lengths = sorted({r["length"] for run in runs for r in run.records})
+    lengths = sorted({r["length"] for run in runs for r in length_records(run)})
     rows = []
     for run in runs:
-        g = grid(run.records, base_label, lambda r: r["length"])
+        g = grid(length_records(run), base_label, lambda r: r["length"])
         vals = [_mean([g[t][ln] for t in g if ln in g[t]]) for ln in lengths]
         rows.append([run.name, *vals, _mean([v for v in vals if v is not None])])
     return Table("summary", "Average accuracy over tasks, by length", ["run", *map(str, lengths), "Avg"], rows)
@@ -128,7 +145,7 @@ def effective_length(scores_by_length: dict[int, float], threshold: float = DEFA
 def effective_length_table(runs: Sequence[Run], threshold: float = DEFAULT_THRESHOLD) -> Table:
     rows = []
     for run in runs:
-        g = grid(run.records, base_label, lambda r: r["length"])
+        g = grid(length_records(run), base_label, lambda r: r["length"])
         lengths = sorted({ln for cols in g.values() for ln in cols})
         avg = {ln: _mean([g[t][ln] for t in g if ln in g[t]]) for ln in lengths}
         rows.append([run.name, run.train_length, max(lengths), effective_length(avg, threshold)])
@@ -156,11 +173,17 @@ def depth_model_tables(runs: Sequence[Run]) -> list[Table]:
 
 
 def format_grid_tables(runs: Sequence[Run]) -> list[Table]:
-    """Seed Table 4: haystack/key/value formats × depth at each length, per run."""
+    """Seed Table 4: haystack/key/value formats × depth at each length, per run. Rows are the
+    format labels; a plain task's depth sweep in the same run (Tables 2–3) joins only when the run
+    sweeps no format (`spanlab eval --tasks a,b --depths ...` still gets a grid)."""
     out = []
     for run in runs:
         recs = [r for r in run.records if swept_depth(r) is not None]
         labels = sorted({base_label(r) for r in recs})
+        formats = [lb for lb in labels if is_format_label(lb)]
+        if formats:
+            labels = formats
+            recs = [r for r in recs if base_label(r) in formats]
         if len(labels) < 2:
             continue
         for length in sorted({r["length"] for r in recs}):

@@ -82,7 +82,10 @@ class FinetuneSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
     base: str  # a model name of this study
     context: str | int = "4x"
-    settings: dict[str, Any] = Field(default_factory=dict)  # attention, peft, steps, lr, chunk_size...
+    # FinetuneConfig fields: attention, peft, steps, lr, chunk_size...; `task_fraction` (> 0), `tasks`
+    # and `loss: answers` continue the pre-training task mixture at the fine-tuning context, with
+    # the study's held-out evaluation samples kept out of it.
+    settings: dict[str, Any] = Field(default_factory=dict)
     data: list[str] = Field(default_factory=list)  # default: the vendored essays
     display: str | None = None
 

@@ -7,8 +7,10 @@ journal), so a kill at any moment loses at most one checkpoint interval or one b
 Layout of OUT:
     study.yaml          the resolved config (a re-run with a different config is refused)
     steps.jsonl         journal of finished steps
-    heldout/            evaluation samples whose needles are kept out of pre-training
-    data/               the pre-training token streams (shared by every model trained on the same one)
+    heldout/            evaluation samples whose needles are kept out of pre-training and of the
+                        task rows of fine-tuning
+    data/               the token streams of pre-training (shared by every model trained on the same
+                        one) and of fine-tuning on task rows (shared by the fine-tunes of one base)
     train/<model>/      `spanlab train` runs (+ <model>.log when trained in a parallel process)
     finetune/<name>/    `spanlab finetune` runs
     eval/<model>/       one `spanlab eval` run directory per model (all eval blocks)
@@ -162,14 +164,16 @@ class Study:
             progress=self.progress,
         )
 
+    def _tokenizer_source(self, name: str) -> str | None:
+        path = Path(self.model_path(name))
+        return str(path) if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file() else None
+
     def tokenizer_of(self, name: str) -> Any:
         """The tokenizer that counts a model's prompt lengths: its own, or the built-in BPE that
         every study-trained zoo model uses (also before it is trained)."""
         from spanlab.tasks import load_tokenizer
 
-        path = Path(self.model_path(name))
-        return load_tokenizer(str(path) if (path / "tokenizer.json").is_file() or
-                              (path / "tokenizer_config.json").is_file() else None)
+        return load_tokenizer(self._tokenizer_source(name))
 
     def block_samples(self, name: str, block: EvalBlock, tokenizer: Any = None) -> list[Any]:
         """The samples of one eval block for one model, leaving out (task, length) pairs whose
@@ -195,22 +199,35 @@ class Study:
             raise SpanlabError(f"eval block {block.name!r}: no task fits any of its lengths {cfg.lengths}")
         return out
 
+    def _task_finetunes(self) -> list[str]:
+        """Fine-tunes whose data holds RULER-format task rows (settings `task_fraction` > 0)."""
+        return [f.name for f in self.cfg.finetune if float(f.settings.get("task_fraction") or 0) > 0]
+
+    def _heldout_models(self) -> list[str]:
+        """The models whose evaluation samples training data must not contain: every model trained
+        here, and the base of every fine-tune on task rows (its fine-tuned copies are evaluated on
+        the base's samples: same lengths, seed and tokenizer)."""
+        names = [m.name for m in self.cfg.models if m.train is not None]
+        for f in self.cfg.finetune:
+            if f.name in self._task_finetunes() and f.base not in names:
+                names.append(f.base)
+        return names
+
     def _heldout_step(self) -> dict[str, Any]:
-        """Write every evaluation sample of every trained model, so training can exclude their needles."""
+        """Write every evaluation sample of the models `_heldout_models` names, so training and
+        fine-tuning data can exclude their needles."""
         dest = self.out / "heldout"
         dest.mkdir(parents=True, exist_ok=True)
         n = 0
-        made: set[str] = set()  # models at the same context share one grid: written once
-        for m in self.cfg.models:
-            if m.train is None:
-                continue
+        made: set[str] = set()  # models with the same grid and tokenizer share one file: written once
+        for name in self._heldout_models():
             for block in self.cfg.eval:
-                key = json.dumps([block.name, self.eval_config(m.name, block).lengths])
+                key = json.dumps([block.name, self.eval_config(name, block).lengths, self._tokenizer_source(name)])
                 if key in made:
                     continue
                 made.add(key)
-                path = dest / f"{m.name}.{block.name}.jsonl"
-                text = "".join(s.to_json() + "\n" for s in self.block_samples(m.name, block))
+                path = dest / f"{name}.{block.name}.jsonl"
+                text = "".join(s.to_json() + "\n" for s in self.block_samples(name, block))
                 tmp = path.with_suffix(".tmp")
                 tmp.write_text(text, encoding="utf-8")
                 tmp.replace(path)
@@ -302,10 +319,18 @@ class Study:
         from spanlab.finetune.config import FinetuneConfig
 
         f = next(x for x in self.cfg.finetune if x.name == name)
-        data = f.data or [str(_essay_dir())]
-        raw = {"model": self.model_path(f.base), "data": data, "out": str(self.out / "finetune" / name),
-               "context": resolve_length(f.context, self.context_of(f.base)), "seed": self.cfg.seed,
-               "progress": self.progress, "merge": True, **f.settings}
+        raw: dict[str, Any] = {"model": self.model_path(f.base), "out": str(self.out / "finetune" / name),
+                               "context": resolve_length(f.context, self.context_of(f.base)), "seed": self.cfg.seed,
+                               "progress": self.progress, "merge": True, **f.settings}
+        if name in self._task_finetunes():
+            # Task rows continue the pre-training mixture: its natural text (the essays) unless the
+            # config names other data, and the study's held-out evaluation samples kept out.
+            raw["data"] = list(f.data)
+            if self.cfg.heldout and self.cfg.eval:
+                raw.setdefault("heldout", [str(self.out / "heldout")])
+            raw.setdefault("cache_dir", str(self.out / "data"))  # beside the pre-training streams
+        else:
+            raw["data"] = f.data or [str(_essay_dir())]
         return FinetuneConfig.parse(raw, source=f"finetune {name}")
 
     def _finetune_step(self, name: str) -> dict[str, Any]:
@@ -423,7 +448,7 @@ class Study:
     def plan(self) -> list[Step]:
         cfg = self.cfg
         steps: list[Step] = []
-        if cfg.heldout and any(m.train for m in cfg.models) and cfg.eval:
+        if cfg.heldout and self._heldout_models() and cfg.eval:
             steps.append(Step("heldout", "heldout", self._heldout_step))
         for m in cfg.models:
             if m.train is not None:

@@ -181,7 +181,7 @@ def test_prefill_path_choice(monkeypatch):
 
     q32 = torch.zeros(1, 2, 3, 16)
     monkeypatch.delenv(G.PREFILL_ENV, raising=False)
-    assert G.choose_prefill(q32) == "rows"  # CPU: no flash attention
+    assert G.choose_prefill(q32) == "rows"  # the default
     monkeypatch.setenv(G.PREFILL_ENV, "varlen")
     assert G.choose_prefill(q32) == "rows"  # asked for, cannot run here
     monkeypatch.setenv(G.PREFILL_ENV, "packed")
@@ -207,7 +207,7 @@ def test_varlen_prefill_equals_rows_on_real_tokens(static, dtype):
         k, v = (torch.randn(b, kvh, T, d, generator=g).to("cuda", dtype) for _ in range(2))
     else:
         k, v = (torch.randn(b, q, kvh, d, generator=g).to("cuda", dtype).transpose(1, 2) for _ in range(2))
-    assert choose_prefill(qq) == "varlen"
+    assert choose_prefill(qq) == "rows" and choose_prefill(qq, "varlen") == "varlen"
     want = prefill_rows(qq, k, v, pads, d ** -0.5).float()
     got = prefill_varlen(qq, k, v, pads, d ** -0.5)
     assert got.shape == (b, q, h, d) and got.dtype == dtype and torch.isfinite(got).all()

@@ -85,3 +85,22 @@ def test_cuda_default_installs_and_the_model_computes_the_same(tiny_models):
         want = plain.model(ids).logits.float()
         got = fast.model(ids).logits.float()
     assert float((got - want).norm() / want.norm()) < 2e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("graphs", ["off", "on"])
+def test_decode_steps_use_the_kernels_only_inside_graphs(graphs, tiny_models, monkeypatch):
+    """Launched from Python a Triton kernel costs more than the eager ops it replaces at one token per
+    row: without CUDA graphs only the prefill is fused; with them, the captured steps are too."""
+    pytest.importorskip("triton")
+    from spanlab.models import fused
+    from spanlab.models.hf import HFBackend
+
+    rows = []
+    real = fused.rms_norm
+    monkeypatch.setattr(fused, "rms_norm", lambda x, *a, **k: rows.append(x.shape[-2]) or real(x, *a, **k))
+    b = HFBackend(tiny_models["llama"], device="cuda", dtype="bfloat16", decode_graphs=graphs)
+    b.generate(["Hello there", "A"], 8)
+    assert rows and any(n > 1 for n in rows)  # the prefill
+    assert any(n == 1 for n in rows) == (graphs == "on")  # warm-up and capture of the step

@@ -10,13 +10,14 @@ and writes its output once.
 
 What they compute, against the eager code they replace:
 
-- `rotary`: bit-identical. Every product of two bf16/fp16 values is exact in float32, and the
-  kernel rounds where eager rounds (each product, then the sum).
-- `silu_mul`: bit-identical on CUDA: float32 `x / (1 + exp(-x))` with the same exp (CUDA's expf,
-  which libdevice is) and a correctly rounded division, rounded to the input dtype, times `up`.
-- `rms_norm`: float32 mean of squares in a different summation order than torch's reduction, so
-  the normalised value can differ in its last bf16 bit now and then (as a different GEMM
-  algorithm would); everything after the mean is done as eager does it.
+- `rotary`: the same bits. Every product of two bf16/fp16 values is exact in float32, and the
+  kernel rounds where eager rounds (each product, then the sum); it is compiled without FMA
+  contraction, which would otherwise fold a product into the sum unrounded (seen on an H100).
+- `silu_mul`: the same bits on CUDA (checked on an H100): float32 `x / (1 + exp(-x))` with CUDA's
+  expf (libdevice) and a correctly rounded division, rounded to the input dtype, times `up`.
+- `rms_norm`: float32 mean of squares summed in another order than torch's reduction, so the
+  normalised value can differ in its last bit now and then (8 elements in a million on an H100),
+  as a different GEMM algorithm would; everything after the mean is done as eager does it.
 
 `install(model)` patches only modules whose code is exactly the Llama formula each kernel computes
 (compared by source text, so a transformers release that changes a formula turns the patch off
@@ -36,9 +37,9 @@ from typing import Any
 
 ENV = "SPANLAB_FUSED"
 
-# Models with the kernels installed: the rotary dispatcher (a module global, shared by every model
-# of a class) runs the kernel only while one is.
-_installed: weakref.WeakSet[Any] = weakref.WeakSet()
+# Models with the kernels installed, and whether their one-token (decode) steps use them: the rotary
+# dispatcher (a module global, shared by every model of a class) runs the kernel only while one is.
+_installed: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
 def enabled_by_env() -> bool:
@@ -64,6 +65,17 @@ def _libdevice() -> bool:
     return not interpreting()
 
 
+def _exact() -> dict:
+    """Launch options that keep eager's roundings: no contraction of a product and a sum into one
+    FMA. With it, sm90 code computes rotary's `q * cos + rot * sin` as `fma.rn.bf16` (the product
+    unrounded: elements differed from eager on an H100) and RMSNorm's sum of squares without
+    rounding the squares, as torch's separate `pow` does. (Not for silu: its exp is libdevice's,
+    compiled as CUDA's expf is, and matched torch bit for bit with the default.)"""
+    from spanlab.models.gqa_decode import interpreting
+
+    return {} if interpreting() else {"enable_fp_fusion": False}
+
+
 def rms_norm(x, weight, eps: float):
     """Llama's RMSNorm of `x` (..., H) with `weight` (H,) of x's dtype; same dtype out."""
     import torch
@@ -75,7 +87,7 @@ def rms_norm(x, weight, eps: float):
         x2 = x2.contiguous()
     y = torch.empty(x2.shape, dtype=x.dtype, device=x.device)
     block = triton.next_power_of_2(H)
-    rms_kernel[(x2.shape[0],)](x2, weight.contiguous(), y, x2.stride(0), y.stride(0), H, 1.0 / H, eps, BLOCK=block, LIBDEVICE=_libdevice(),
+    rms_kernel[(x2.shape[0],)](x2, weight.contiguous(), y, x2.stride(0), y.stride(0), H, 1.0 / H, eps, BLOCK=block, LIBDEVICE=_libdevice(), **_exact(),
                                num_warps=max(1, min(16, block // 256)))
     return y.view(x.shape)
 
@@ -105,7 +117,7 @@ def _rope_one(x, cos, sin):
     bh = min(16, triton.next_power_of_2(nh))
     rope_kernel[(b * s, -(-nh // bh))](
         x, cos, sin, out, s, *x.stride(), *cos.stride(), *sin.stride(), out.stride(0), out.stride(1), out.stride(2),
-        nh, HALF=d // 2, BH=bh, BD=triton.next_power_of_2(d // 2), num_warps=4)
+        nh, HALF=d // 2, BH=bh, BD=triton.next_power_of_2(d // 2), num_warps=4, **_exact())
     return out
 
 
@@ -132,14 +144,21 @@ def _same_code(a, b) -> bool:
         return False
 
 
-def _rms_forward(module, orig, hidden_states):
-    if _half_cuda(hidden_states, module.weight) and hidden_states.shape[-1] == module.weight.shape[0]:
+def _many_tokens(x, decode: bool) -> bool:
+    # A decode step (one token per row) launched from Python pays Triton's launch cost (tens of µs,
+    # more than the torch kernels it replaces take to launch): fused there only inside a CUDA graph.
+    return decode or (x.dim() >= 3 and x.shape[-2] > 1)
+
+
+def _rms_forward(module, orig, decode, hidden_states):
+    if (_half_cuda(hidden_states, module.weight) and hidden_states.shape[-1] == module.weight.shape[0]
+            and _many_tokens(hidden_states, decode)):
         return rms_norm(hidden_states, module.weight, module.variance_epsilon)
     return orig(hidden_states)
 
 
-def _mlp_forward(module, orig, x):
-    if _half_cuda(x):
+def _mlp_forward(module, orig, decode, x):
+    if _half_cuda(x) and _many_tokens(x, decode):
         return module.down_proj(silu_mul(module.gate_proj(x), module.up_proj(x)))
     return orig(x)
 
@@ -151,7 +170,7 @@ def _rope_dispatch(orig):
         if (unsqueeze == 1 and not kwargs.keys() - {"unsqueeze_dim"} and len(args) <= 1 and q.dim() == 4 and k.dim() == 4
                 and cos.dim() == 3 and sin.shape == cos.shape and cos.shape[-1] == q.shape[-1] == k.shape[-1]
                 and q.shape[-1] % 2 == 0 and cos.shape[0] in (1, q.shape[0]) and cos.shape[1] == q.shape[2] == k.shape[2]
-                and len(_installed) and _half_cuda(q, k, cos, sin)):
+                and len(_installed) and (q.shape[2] > 1 or any(_installed.values())) and _half_cuda(q, k, cos, sin)):
             return rotary(q, k, cos.expand(q.shape[0], -1, -1), sin.expand(q.shape[0], -1, -1))
         return orig(q, k, cos, sin, *args, **kwargs)
 
@@ -159,9 +178,10 @@ def _rope_dispatch(orig):
     return apply_rotary_pos_emb
 
 
-def install(model: Any) -> list[str]:
+def install(model: Any, *, decode: bool = False) -> list[str]:
     """Patch the model's RMSNorm and MLP modules and its modeling module's rotary function where their
-    code is Llama's; returns what was fused ("rms_norm", "silu_mul", "rotary")."""
+    code is Llama's; returns what was fused ("rms_norm", "silu_mul", "rotary"). Forwards of one
+    token per row (decode steps) keep the eager code unless `decode` (they run as CUDA graphs)."""
     from transformers.models.llama import modeling_llama as L
 
     done = set()
@@ -169,15 +189,16 @@ def install(model: Any) -> list[str]:
     for module in model.modules():
         cls = type(module)
         fwd = module.__dict__.get("forward")
-        if fwd is not None:  # already patched, by us (count it) or someone else (leave it)
+        if fwd is not None:  # already patched, by us (renew it) or someone else (leave it)
             if isinstance(fwd, functools.partial) and fwd.func in (_rms_forward, _mlp_forward):
+                module.forward = functools.partial(fwd.func, module, fwd.args[1], decode)
                 done.add("rms_norm" if fwd.func is _rms_forward else "silu_mul")
             continue
         if hasattr(module, "variance_epsilon") and _same_code(cls.forward, L.LlamaRMSNorm.forward):
-            module.forward = functools.partial(_rms_forward, module, module.forward)
+            module.forward = functools.partial(_rms_forward, module, module.forward, decode)
             done.add("rms_norm")
         elif act == "silu" and hasattr(module, "gate_proj") and _same_code(cls.forward, L.LlamaMLP.forward):
-            module.forward = functools.partial(_mlp_forward, module, module.forward)
+            module.forward = functools.partial(_mlp_forward, module, module.forward, decode)
             done.add("silu_mul")
     modeling = sys.modules.get(type(model).__module__)
     fn = getattr(modeling, "apply_rotary_pos_emb", None)
@@ -188,14 +209,14 @@ def install(model: Any) -> list[str]:
             modeling.apply_rotary_pos_emb = _rope_dispatch(fn)
         done.add("rotary")
     if done:
-        _installed.add(model)
+        _installed[model] = decode
     return sorted(done)
 
 
 def uninstall(model: Any) -> None:
     """Undo `install` for this model (the rotary dispatcher stays in place, off unless another model
     has the kernels installed)."""
-    _installed.discard(model)
+    _installed.pop(model, None)
     for module in model.modules():
         fwd = module.__dict__.get("forward")
         if isinstance(fwd, functools.partial) and fwd.func in (_rms_forward, _mlp_forward):

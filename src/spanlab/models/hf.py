@@ -177,9 +177,9 @@ class HFBackend(Backend):
         self.compile = compile
         self.prefill = plan_prefill(self.model, prefill_chunk, trust_remote_code=trust_remote_code)
         note(self.prefill)
-        self.fused = self._install_fused(fused)
         self.graphs = None
         self.decode_graphs = self._install_graphs(decode_graphs)
+        self.fused = self._install_fused(fused)
 
     def _install_fused(self, mode: str) -> list[str]:
         """Llama-family RMSNorm/SwiGLU/rotary as fused Triton kernels on CUDA (spanlab.models.fused)."""
@@ -192,7 +192,8 @@ class HFBackend(Backend):
             if mode == "on":
                 raise SpanlabError("fused kernels need CUDA and triton")
             return []
-        return fused.install(self.model)
+        # Inside CUDA graphs decode steps use them too (no launch cost there); launched from Python they are slower.
+        return fused.install(self.model, decode=self.decode_graphs == "on")
 
     def _install_graphs(self, mode: str) -> str:
         """Decode steps as CUDA graphs over spanlab's static caches (spanlab.models.decode_graph):

@@ -11,10 +11,11 @@ generated token of the whole batch, through `model.generate` with the engine's c
 profile of its kernels with --profile-dir). Random weights (throughput only).
 
 Variants: "auto" is the CUDA default (Llama: static cache + spanlab_sdpa with the split-KV Triton
-decode kernel, varlen flash-attention prefill, fused RMSNorm/SwiGLU/rotary kernels, decode steps
+decode kernel and the per-row causal prefill, fused RMSNorm/SwiGLU/rotary kernels, decode steps
 replayed as CUDA graphs; Mamba2: spanlab's SSD scan, chunked prefill of 2048 tokens). Others (Llama):
-"eager-decode" (no CUDA graphs), "no-fused" (transformers' RMSNorm/MLP/rotary), "rows" (per-row
-SDPA prefill), "prev" (all three: the defaults of commit a8a630b, less the prefill mask it built),
+"eager-decode" (no CUDA graphs), "no-fused" (transformers' RMSNorm/MLP/rotary), "varlen" (the
+packed flash-attention prefill), "prev" (no graphs, no fused kernels: the defaults of commit
+a8a630b, less the prefill mask it built),
 "fold-sdpa" (the decode attention before the kernel: folded masked SDPA), "dynamic", "static",
 "fold", "fold-static"; (Mamba2) "one-shot" (--prefill-chunk 0).
 
@@ -124,7 +125,7 @@ class StepTimer:
         return scores
 
 
-def decode_step_ms(backend, ids, mask, new_tokens: int, profile_to: str | None = None) -> float:
+def decode_step_ms(backend, ids, mask, new_tokens: int, profile_to: tuple[str, str] | None = None) -> float:
     """Median ms per decode step of `model.generate` as the backend runs it (its cache, graphs)."""
     from transformers import LogitsProcessorList
 
@@ -141,10 +142,26 @@ def decode_step_ms(backend, ids, mask, new_tokens: int, profile_to: str | None =
             gc, extra = backend.generation_setup(ids.shape, 9, min_new_tokens=9, eos=False)
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
                 chunked_generate(backend.model, backend.prefill, ids, mask, gc, **extra)
-            with open(profile_to, "w") as f:
-                f.write(prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=70))
+            write_profile(prof, profile_to[0], f"{profile_to[1]}, generate of 9 tokens (the prefill and 8 decode steps)")
     steps = [b - a for a, b in zip(timer.t[1:], timer.t[2:])]  # the first interval holds no prefill; skip it too
     return statistics.median(steps) * 1e3
+
+
+def write_profile(prof, path: str, title: str) -> None:
+    """Append a kernel table (GPU time per kernel) under a title: one file per model and phase."""
+    with open(path, "a") as f:
+        f.write(f"\n== {title}\n")
+        f.write(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=90))
+
+
+def profile_prefill(model, ids, mask, path: str, title: str) -> None:
+    """Kernel profile of one prefill forward over the padded batch (what `prefill_batch` times)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
+        model(ids, attention_mask=mask, use_cache=False, logits_to_keep=1)
+        torch.cuda.synchronize()
+    write_profile(prof, path, title)
 
 
 def engine_prefill_s(backend, ids, mask) -> float:
@@ -187,10 +204,13 @@ def main() -> None:
     ap.add_argument("--mamba-max-batch-tokens", type=int, default=None, help="default: --max-batch-tokens")
     ap.add_argument("--task", default="niah_single_2")
     ap.add_argument("--variants", nargs="+", default=["auto"],
-                    help="ours: auto (the CUDA defaults) | fold-sdpa | dynamic | static | fold | fold-static (Llama); "
+                    help="ours: auto (the CUDA defaults) | eager-decode | no-fused | varlen | prev | fold-sdpa | dynamic | "
+                         "static | fold | fold-static (Llama); "
                          "auto | one-shot (Mamba2)")
     ap.add_argument("--decode-steps", type=int, default=32, help="decode-step timing: tokens per probe")
-    ap.add_argument("--profile-dir", default=None, help="write a kernel profile of 8 decode steps per model/length here")
+    ap.add_argument("--profile-dir", default=None,
+                    help="kernel profiles of one engine-batch prefill and of 8 decode steps per length, variants auto "
+                         "and prev: <dir>/<arch>-prefill.txt, <arch>-decode.txt")
     ap.add_argument("--skip-ruler", action="store_true", help="no RULER-path timing (probes only)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -250,9 +270,9 @@ def main() -> None:
             os.environ.pop("SPANLAB_PREFILL_ATTN", None)
             if variant == "fold-sdpa":
                 os.environ["SPANLAB_DECODE_ATTN"] = "sdpa"  # the folded masked SDPA of the previous default
-            if variant in ("rows", "prev"):
-                os.environ["SPANLAB_PREFILL_ATTN"] = "rows"
-            plain = variant in ("auto", "fold-sdpa", "one-shot", "eager-decode", "no-fused", "rows", "prev")
+            if variant == "varlen":
+                os.environ["SPANLAB_PREFILL_ATTN"] = "varlen"
+            plain = variant in ("auto", "fold-sdpa", "one-shot", "eager-decode", "no-fused", "varlen", "prev")
             backend = HFBackend(arch, model_obj=model, tokenizer_obj=tok, device=dev, dtype="bfloat16",
                                 cache_implementation="auto" if plain else "static" if variant.endswith("static") else None,
                                 attn_implementation=None if (plain or arch != "llama")
@@ -318,8 +338,14 @@ def main() -> None:
                     if plan.mode != "state":
                         pe = engine_prefill_s(backend, ids, mask)
                         row.update(engine_prefill_s=round(pe, 4), engine_prefill_tflops=round(flops / pe / 1e12, 1))
-                    prof = (os.path.join(args.profile_dir, f"{arch}-{variant}-{length}.txt")
-                            if args.profile_dir and variant == "auto" else None)
+                    profiling = args.profile_dir and variant in ("auto", "prev")
+                    prof = None
+                    if profiling:
+                        os.makedirs(args.profile_dir, exist_ok=True)
+                        label = f"{arch} {variant} {length}: batch {batch} x {ids.shape[1]}"
+                        profile_prefill(model, ids, mask, os.path.join(args.profile_dir, f"{arch}-prefill.txt"),
+                                        f"{label}, one prefill forward")
+                        prof = (os.path.join(args.profile_dir, f"{arch}-decode.txt"), label)
                     row.update(batch=batch, prompt_tokens=ids.shape[1], batch_prefill_s=round(pb, 4),
                                batch_prefill_tok_per_s=round(real / pb), batch_prefill_tflops=round(flops / pb / 1e12, 1),
                                batch_prefill_mfu=round(flops / pb / peak, 3), pad_fraction=round(1 - real / ids.numel(), 4))

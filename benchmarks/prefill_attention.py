@@ -58,6 +58,18 @@ def full(q, k, v, backend: str | None, rep: bool = False):
         return F.scaled_dot_product_attention(q, kk, vv, is_causal=True, **kw)
 
 
+def paths(q, k, v, pads, scale):
+    return {
+        "rows": lambda: prefill_rows(q, k, v, pads, scale),
+        "varlen": lambda: prefill_varlen(q, k, v, pads, scale),
+        "full/default": lambda: full(q, k, v, None),
+        "full/FLASH_ATTENTION": lambda: full(q, k, v, "FLASH_ATTENTION"),
+        "full/CUDNN_ATTENTION": lambda: full(q, k, v, "CUDNN_ATTENTION"),
+        "full/cudnn-rep": lambda: full(q, k, v, "CUDNN_ATTENTION", rep=True),
+        "full/EFFICIENT_ATTENTION": lambda: full(q, k, v, "EFFICIENT_ATTENTION"),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", nargs="+", default=["64x4096", "32x16384"])
@@ -84,15 +96,7 @@ def main() -> None:
         scale = d ** -0.5
         flops = sum(4 * ((n - p) ** 2 / 2) * h * d for p in pads)
         ref = prefill_rows(q, k, v, pads, scale).float()
-        variants = {
-            "rows": lambda: prefill_rows(q, k, v, pads, scale),
-            "varlen": lambda: prefill_varlen(q, k, v, pads, scale),
-            "full/default": lambda: full(q, k, v, None),
-            "full/FLASH_ATTENTION": lambda: full(q, k, v, "FLASH_ATTENTION"),
-            "full/CUDNN_ATTENTION": lambda: full(q, k, v, "CUDNN_ATTENTION"),
-            "full/cudnn-rep": lambda: full(q, k, v, "CUDNN_ATTENTION", rep=True),
-            "full/EFFICIENT_ATTENTION": lambda: full(q, k, v, "EFFICIENT_ATTENTION"),
-        }
+        variants = paths(q, k, v, pads, scale)
         for name, fn in variants.items():
             row = {"shape": shape, "variant": name, "pad_fraction": round(sum(pads) / (b * n), 4)}
             try:

@@ -11,9 +11,13 @@ generated token of the whole batch, through `model.generate` with the engine's c
 profile of its kernels with --profile-dir). Random weights (throughput only).
 
 Variants: "auto" is the CUDA default (Llama: static cache + spanlab_sdpa with the split-KV Triton
-decode kernel; Mamba2: spanlab's SSD scan, chunked prefill of 2048 tokens). Others: "fold-sdpa"
-(the decode attention before the kernel: folded masked SDPA), "dynamic", "static", "fold",
-"fold-static" (Llama), "one-shot" (Mamba2: --prefill-chunk 0).
+decode kernel and the per-row causal prefill, fused RMSNorm/SwiGLU/rotary kernels, decode steps
+replayed as CUDA graphs; Mamba2: spanlab's SSD scan, chunked prefill of 2048 tokens). Others (Llama):
+"eager-decode" (no CUDA graphs), "no-fused" (transformers' RMSNorm/MLP/rotary), "varlen" (the
+packed flash-attention prefill), "prev" (no graphs, no fused kernels: the defaults of commit
+a8a630b, less the prefill mask it built),
+"fold-sdpa" (the decode attention before the kernel: folded masked SDPA), "dynamic", "static",
+"fold", "fold-static"; (Mamba2) "one-shot" (--prefill-chunk 0).
 
 Mamba2's RULER path and batch-1 prefill run twice: with the scan transformers ships (what RULER
 gets without mamba-ssm) and with spanlab's. At 16K x 32 transformers' prefill mask alone is 8.5 GB:
@@ -121,29 +125,55 @@ class StepTimer:
         return scores
 
 
-def decode_step_ms(backend, ids, mask, new_tokens: int, profile_to: str | None = None) -> float:
-    """Median ms per decode step of `model.generate` with the backend's cache settings."""
-    from transformers import GenerationConfig, LogitsProcessorList
+def decode_step_ms(backend, ids, mask, new_tokens: int, profile_to: tuple[str, str] | None = None) -> float:
+    """Median ms per decode step of `model.generate` as the backend runs it (its cache, graphs)."""
+    from transformers import LogitsProcessorList
 
     from spanlab.models.prefill import chunked_generate
 
-    gc = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                          eos_token_id=None, pad_token_id=backend.tokenizer.pad_token_id,
-                          cache_implementation=backend.cache_implementation, disable_compile=True)
     timer = StepTimer()
     with torch.inference_mode():
+        gc, extra = backend.generation_setup(ids.shape, new_tokens, min_new_tokens=new_tokens, eos=False)
         # As the backend generates: chunked prefill where its plan says so.
-        chunked_generate(backend.model, backend.prefill, ids, mask, gc, logits_processor=LogitsProcessorList([timer]))
+        chunked_generate(backend.model, backend.prefill, ids, mask, gc, logits_processor=LogitsProcessorList([timer]), **extra)
         if profile_to:
             from torch.profiler import ProfilerActivity, profile
 
-            gc.max_new_tokens = gc.min_new_tokens = 9
+            gc, extra = backend.generation_setup(ids.shape, 9, min_new_tokens=9, eos=False)
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-                chunked_generate(backend.model, backend.prefill, ids, mask, gc)
-            with open(profile_to, "w") as f:
-                f.write(prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=70))
+                chunked_generate(backend.model, backend.prefill, ids, mask, gc, **extra)
+            write_profile(prof, profile_to[0], f"{profile_to[1]}, generate of 9 tokens (the prefill and 8 decode steps)")
     steps = [b - a for a, b in zip(timer.t[1:], timer.t[2:])]  # the first interval holds no prefill; skip it too
     return statistics.median(steps) * 1e3
+
+
+def write_profile(prof, path: str, title: str) -> None:
+    """Append a kernel table (GPU time per kernel) under a title: one file per model and phase."""
+    with open(path, "a") as f:
+        f.write(f"\n== {title}\n")
+        f.write(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=90))
+
+
+def profile_prefill(model, ids, mask, path: str, title: str) -> None:
+    """Kernel profile of one prefill forward over the padded batch (what `prefill_batch` times)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
+        model(ids, attention_mask=mask, use_cache=False, logits_to_keep=1)
+        torch.cuda.synchronize()
+    write_profile(prof, path, title)
+
+
+def engine_prefill_s(backend, ids, mask) -> float:
+    """Seconds of the engine's own prefill: `generate` of one token with the backend's cache
+    (the static cache's keys and values written, the prefill attention, the last position's logits)."""
+    from spanlab.models.prefill import chunked_generate
+
+    def one():
+        with torch.inference_mode():
+            gc, extra = backend.generation_setup(ids.shape, 1, min_new_tokens=1, eos=False)
+            chunked_generate(backend.model, backend.prefill, ids, mask, gc, **extra)
+    return prefill_timed(one)
 
 
 def ruler_path(model, tok, prompts, max_new: int) -> float:
@@ -174,10 +204,13 @@ def main() -> None:
     ap.add_argument("--mamba-max-batch-tokens", type=int, default=None, help="default: --max-batch-tokens")
     ap.add_argument("--task", default="niah_single_2")
     ap.add_argument("--variants", nargs="+", default=["auto"],
-                    help="ours: auto (the CUDA defaults) | fold-sdpa | dynamic | static | fold | fold-static (Llama); "
+                    help="ours: auto (the CUDA defaults) | eager-decode | no-fused | varlen | prev | fold-sdpa | dynamic | "
+                         "static | fold | fold-static (Llama); "
                          "auto | one-shot (Mamba2)")
     ap.add_argument("--decode-steps", type=int, default=32, help="decode-step timing: tokens per probe")
-    ap.add_argument("--profile-dir", default=None, help="write a kernel profile of 8 decode steps per model/length here")
+    ap.add_argument("--profile-dir", default=None,
+                    help="kernel profiles of one engine-batch prefill and of 8 decode steps per length, variants auto "
+                         "and prev: <dir>/<arch>-prefill.txt, <arch>-decode.txt")
     ap.add_argument("--skip-ruler", action="store_true", help="no RULER-path timing (probes only)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -234,14 +267,19 @@ def main() -> None:
         variants = args.variants if arch == "llama" else [v for v in args.variants if v in ("auto", "one-shot")] or ["auto"]
         for variant in variants:
             os.environ.pop("SPANLAB_DECODE_ATTN", None)
+            os.environ.pop("SPANLAB_PREFILL_ATTN", None)
             if variant == "fold-sdpa":
                 os.environ["SPANLAB_DECODE_ATTN"] = "sdpa"  # the folded masked SDPA of the previous default
-            plain = variant in ("auto", "fold-sdpa", "one-shot")
+            if variant == "varlen":
+                os.environ["SPANLAB_PREFILL_ATTN"] = "varlen"
+            plain = variant in ("auto", "fold-sdpa", "one-shot", "eager-decode", "no-fused", "varlen", "prev")
             backend = HFBackend(arch, model_obj=model, tokenizer_obj=tok, device=dev, dtype="bfloat16",
                                 cache_implementation="auto" if plain else "static" if variant.endswith("static") else None,
                                 attn_implementation=None if (plain or arch != "llama")
                                 else "spanlab_sdpa" if variant.startswith("fold") else "sdpa",
-                                prefill_chunk=0 if variant == "one-shot" else 2048)
+                                prefill_chunk=0 if variant == "one-shot" else 2048,
+                                decode_graphs="off" if variant in ("eager-decode", "prev") else "auto",
+                                fused="off" if variant in ("no-fused", "prev") else "auto")
             for length, n in zip(args.lengths, args.samples):
                 ss = samples[length]
                 cfg = {"model": arch, "batch_size": args.batch_size, "max_batch_tokens": mbt, "progress": False}
@@ -297,8 +335,17 @@ def main() -> None:
                     else:
                         pb = prefill_batch(model, ids, mask)
                     flops = flops_per_token(model, ids.shape[1]) * real
-                    prof = (os.path.join(args.profile_dir, f"{arch}-{variant}-{length}.txt")
-                            if args.profile_dir and variant == "auto" else None)
+                    if plan.mode != "state":
+                        pe = engine_prefill_s(backend, ids, mask)
+                        row.update(engine_prefill_s=round(pe, 4), engine_prefill_tflops=round(flops / pe / 1e12, 1))
+                    profiling = args.profile_dir and variant in ("auto", "prev")
+                    prof = None
+                    if profiling:
+                        os.makedirs(args.profile_dir, exist_ok=True)
+                        label = f"{arch} {variant} {length}: batch {batch} x {ids.shape[1]}"
+                        profile_prefill(model, ids, mask, os.path.join(args.profile_dir, f"{arch}-prefill.txt"),
+                                        f"{label}, one prefill forward")
+                        prof = (os.path.join(args.profile_dir, f"{arch}-decode.txt"), label)
                     row.update(batch=batch, prompt_tokens=ids.shape[1], batch_prefill_s=round(pb, 4),
                                batch_prefill_tok_per_s=round(real / pb), batch_prefill_tflops=round(flops / pb / 1e12, 1),
                                batch_prefill_mfu=round(flops / pb / peak, 3), pad_fraction=round(1 - real / ids.numel(), 4))
@@ -311,8 +358,10 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 torch.cuda.empty_cache()
+            backend.close()  # unwraps the model for the next variant
             del backend
         os.environ.pop("SPANLAB_DECODE_ATTN", None)
+        os.environ.pop("SPANLAB_PREFILL_ATTN", None)
         del model
         torch.cuda.empty_cache()
     print("\narch    scan          length  prefill b=1 s  tok/s     TFLOP/s  RULER s/sample")
@@ -320,14 +369,14 @@ def main() -> None:
         print(f"{r['arch']:7s} {r['scan']!s:13s} {r['length']:6d}  {r.get('prefill_s', float('nan')):13.4f}  "
               f"{r.get('prefill_tok_per_s', 0):8d}  {r.get('prefill_tflops', float('nan')):7.1f}  "
               f"{r.get('ruler_s_per_sample', float('nan')):14.3f} {r.get('error', '')[:60]}")
-    print("\narch    variant     length  RULER s/sample  ours s/sample  speedup  samples/s  batch  "
-          "batch prefill tok/s  TFLOP/s  MFU   decode ms/step  peak GiB")
+    print("\narch    variant       length  RULER s/sample  ours s/sample  speedup  samples/s  batch  "
+          "batch prefill tok/s  TFLOP/s  MFU   engine prefill TFLOP/s  decode ms/step  peak GiB")
     nan = float("nan")
     for r in rows:
-        print(f"{r['arch']:7s} {r['variant']:11s} {r['length']:6d}  {r['ruler_s_per_sample']:14.3f}  {r['ours_s_per_sample']:13.3f}  "
+        print(f"{r['arch']:7s} {r['variant']:13s} {r['length']:6d}  {r['ruler_s_per_sample']:14.3f}  {r['ours_s_per_sample']:13.3f}  "
               f"{r['speedup']:7.1f}  {r['ours_samples_per_s']:9.2f}  {r.get('batch', 0):5d}  {r.get('batch_prefill_tok_per_s', 0):19d}  "
               f"{r.get('batch_prefill_tflops', nan):7.1f}  {r.get('batch_prefill_mfu', nan):.2f}  "
-              f"{r.get('decode_step_ms', nan):14.2f}  {r['peak_mem_gib']:8.1f}")
+              f"{r.get('engine_prefill_tflops', nan):22.1f}  {r.get('decode_step_ms', nan):14.2f}  {r['peak_mem_gib']:8.1f}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"baseline": base_rows, "ours": rows}, f, indent=2)

@@ -115,28 +115,105 @@ def test_prefill_rows_equal_masked_sdpa_on_real_tokens(static):
     assert torch.allclose(prefill_rows(qq, k, v, (0,) * b, d ** -0.5), want0, atol=1e-12)
 
 
-def test_mask_function_notes_only_causal_left_padding():
+def test_mask_function_stands_in_for_causal_left_padding_only():
+    """A left-padded prefill's (b, 1, q, T) mask is not built: a stand-in carries the paddings, and
+    builds transformers' own mask on demand. Any other mask is transformers' as it was."""
     from transformers.masking_utils import (
         causal_mask_function,
+        sdpa_mask,
         sliding_window_causal_mask_function,
     )
 
-    from spanlab.models.gqa_decode import TAG, spanlab_mask
+    from spanlab.models.gqa_decode import TAG, full_mask, spanlab_mask
 
-    def build(pad2d, **kw):
-        args = {"batch_size": pad2d.shape[0], "q_length": pad2d.shape[1], "kv_length": pad2d.shape[1] + 3,
-                "q_offset": 0, "kv_offset": 0, "mask_function": causal_mask_function, "attention_mask": pad2d,
+    def args(pad2d, **kw):
+        return {"batch_size": pad2d.shape[0], "q_length": pad2d.shape[1], "kv_length": pad2d.shape[1] + 3,
+                "q_offset": 0, "kv_offset": 0, "mask_function": causal_mask_function, "attention_mask": pad2d.bool(),
                 "allow_is_causal_skip": True, "device": "cpu"} | kw
-        return spanlab_mask(**args)
 
     left = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
-    m = build(left)
+    m = spanlab_mask(**args(left))
     assert getattr(m, TAG) == (5, (2, 0))
-    assert torch.equal(m, causal_padding_mask((2, 0), 5, 8))  # the mask itself is transformers'
+    assert m.dim() == 4 and m.numel() == 10  # (b, 1, 1, q): nothing of size q x T was made
+    assert torch.equal(full_mask(m), causal_padding_mask((2, 0), 5, 8))  # on demand: transformers' mask
+    assert full_mask(m) is full_mask(m)  # built once for all layers
     right = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
     holes = torch.tensor([[1, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
-    for m in (build(right), build(holes), build(left, q_offset=3), build(left, mask_function=sliding_window_causal_mask_function(2))):
-        assert m is None or getattr(m, TAG, None) is None
+    for a in (args(right), args(holes), args(left, q_offset=3), args(left, q_offset=torch.tensor(2)),
+              args(left, mask_function=sliding_window_causal_mask_function(2)), args(left[:, :1], kv_length=4)):
+        m = spanlab_mask(**a)
+        assert getattr(m, TAG, None) is None
+        want = sdpa_mask(**a)
+        assert (m is None and want is None) or torch.equal(m, want)
+    # No padding at all: SDPA's is_causal, as transformers does it.
+    assert spanlab_mask(**args(torch.ones(2, 5, dtype=torch.long))) is None
+
+
+def test_left_padded_prefill_builds_no_full_mask(tiny_models, monkeypatch):
+    """Generation of a left-padded batch never builds a (b, 1, q >= 2, T) mask, and gives the
+    tokens of transformers' own SDPA path."""
+    from transformers import masking_utils
+
+    from spanlab.models import gqa_decode as G
+    from spanlab.models.hf import HFBackend
+
+    ref = HFBackend(tiny_models["llama"], device="cpu", attn_implementation="sdpa").generate(PROMPTS, 8)
+    built = []
+    real = masking_utils.sdpa_mask
+    monkeypatch.setattr(masking_utils, "sdpa_mask", lambda *a, **k: built.append(k.get("q_length")) or real(*a, **k))
+    for cache in ("static", None):
+        built.clear()
+        fast = HFBackend(tiny_models["llama"], device="cpu", attn_implementation=G.NAME, cache_implementation=cache)
+        assert fast.generate(PROMPTS, 8) == ref
+        assert built and all(q == 1 for q in built)  # decode steps only
+
+
+def test_segments_cut_each_row_into_padding_and_tokens():
+    from spanlab.models.gqa_decode import segments
+
+    assert segments((2, 0, 5), 5) == [0, 2, 5, 10, 15]  # row 2 is all padding: one segment
+    assert segments((0, 0), 4) == [0, 4, 8]
+    assert segments((3,), 4) == [0, 3, 4]
+
+
+def test_prefill_path_choice(monkeypatch):
+    from spanlab.models import gqa_decode as G
+
+    q32 = torch.zeros(1, 2, 3, 16)
+    monkeypatch.delenv(G.PREFILL_ENV, raising=False)
+    assert G.choose_prefill(q32) == "rows"  # the default
+    monkeypatch.setenv(G.PREFILL_ENV, "varlen")
+    assert G.choose_prefill(q32) == "rows"  # asked for, cannot run here
+    monkeypatch.setenv(G.PREFILL_ENV, "packed")
+    with pytest.raises(ValueError, match=G.PREFILL_ENV):
+        G.choose_prefill(q32)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_varlen_prefill_equals_rows_on_real_tokens(static, dtype):
+    """One flash-attention call over the packed batch == per-row SDPA at every real position (fresh
+    random inputs, GQA, uneven paddings including a row of one real token), finite everywhere."""
+    from spanlab.models.gqa_decode import choose_prefill, prefill_rows, prefill_varlen
+
+    g = torch.Generator().manual_seed(11)
+    b, h, kvh, q, d = 6, 8, 2, 301, 64
+    T = q + 40 if static else q
+    pads = (0, 0, 17, 130, 299, 300)
+    qq = torch.randn(b, q, h, d, generator=g).to("cuda", dtype).transpose(1, 2)
+    if static:
+        k, v = (torch.randn(b, kvh, T, d, generator=g).to("cuda", dtype) for _ in range(2))
+    else:
+        k, v = (torch.randn(b, q, kvh, d, generator=g).to("cuda", dtype).transpose(1, 2) for _ in range(2))
+    assert choose_prefill(qq) == "rows" and choose_prefill(qq, "varlen") == "varlen"
+    want = prefill_rows(qq, k, v, pads, d ** -0.5).float()
+    got = prefill_varlen(qq, k, v, pads, d ** -0.5)
+    assert got.shape == (b, q, h, d) and got.dtype == dtype and torch.isfinite(got).all()
+    for r, p in enumerate(pads):
+        err = float((got[r, p:].float() - want[r, p:]).norm() / want[r, p:].norm())
+        assert err < 1e-2, (r, p, err)
 
 
 @pytest.mark.gpu

@@ -23,11 +23,24 @@ Decode (one new token) therefore goes through one of these paths, picked by `SPA
 Prefill (many query positions) of a left-padded batch: transformers hands SDPA a (b, 1, q, T)
 boolean mask, which rules out the flash kernels and their causal block skipping (measured: masked
 cuDNN attention at batch 64 x 4K ran at ~140 TFLOP/s against ~400+ for causal flash), and copies
-K/V `n_rep` times (`repeat_kv`). The mask function registered with "spanlab_sdpa" builds SDPA's
-mask as usual and, when it is exactly causal + left padding from position 0, notes each row's
-padding on it; the attention then runs unmasked causal SDPA (GQA native) on each row's real tokens,
-rows with equal padding together. Padded query positions get zeros. Any other mask (sliding
-windows, packed sequences, a cache already holding tokens) keeps transformers' own path.
+K/V `n_rep` times (`repeat_kv`). The mask function registered with "spanlab_sdpa" recognises a mask
+that is exactly causal + left padding from position 0 and does not build it: it returns a stand-in
+carrying each row's padding (and a way to build the real mask for any path that needs one). The
+attention then runs, picked by `SPANLAB_PREFILL_ATTN` (default "auto" = "rows"):
+
+- "rows": unmasked causal SDPA on each row's real tokens, rows with equal padding together;
+  padded query positions get zeros. On an H100 (torch 2.11) SDPA runs cuDNN's flash kernel here,
+  at 363 TFLOP/s for a 64 x 4K batch of the 1B Llama's heads (head dim 64), within 16% of one
+  unpadded call over the whole batch (benchmarks/prefill_attention.py, docs/benchmarks.md).
+- "varlen": one flash-attention call over the batch read as a packed sequence, each row cut into
+  its padding and its real tokens, each attended causally on its own (GQA native, no copies of
+  Q, no per-row calls). torch's flash kernel is FlashAttention-2, which ran at 269 TFLOP/s on the
+  same batch: kept for builds where it is the faster kernel, not the default. Needs CUDA half
+  precision; falls back to "rows" otherwise.
+
+What padded query positions hold is never read (the last position, whose logits are kept, is
+real; decode masks padded keys). Any other mask (sliding windows, packed sequences, a cache
+already holding tokens) keeps transformers' own path.
 
 Every path computes transformers' masked SDPA result (tests compare them on fresh random inputs,
 CPU and CUDA). Registered as attention implementation "spanlab_sdpa" (mask format: SDPA's
@@ -277,30 +290,83 @@ def sdpa_decode(query, key, value, mask, scale: float):
     return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale, is_causal=False)
 
 
-TAG = "_spanlab_left_pads"  # attribute the mask function sets on a causal + left-padding mask
+TAG = "_spanlab_left_pads"  # attribute on a prefill's stand-in mask: (q, each row's left padding)
+BUILD = "_spanlab_build"  # attribute on the stand-in: builds transformers' own mask when a path needs it
+PREFILL_ENV = "SPANLAB_PREFILL_ATTN"
+PREFILL_PATHS = ("auto", "varlen", "rows")
+
+
+def _left_pads(kwargs: dict) -> tuple[int, ...] | None:
+    """Each row's left padding when `sdpa_mask(**kwargs)` would be exactly causal attention over a
+    left-padded prompt that starts the cache (what a prefill sees); None for any other mask."""
+    import torch
+    from transformers.masking_utils import causal_mask_function
+
+    q = kwargs.get("q_length")
+    pad2d = kwargs.get("attention_mask")
+    if (not isinstance(q, int) or q < 2 or kwargs.get("mask_function") is not causal_mask_function
+            or kwargs.get("local_size") is not None or pad2d is None or pad2d.dim() != 2 or pad2d.shape[-1] < q
+            or kwargs.get("kv_length", q) < q):
+        return None
+    # A static cache passes its offsets as tensors; this runs once per forward with q >= 2 (never in decode).
+    if int(kwargs.get("q_offset", 0)) != 0 or int(kwargs.get("kv_offset", 0)) != 0:
+        return None
+    head = pad2d[:, :q].bool()
+    # Left padding only: every row is False... then True..., ending in a real token. Anything after
+    # q (a static cache's unwritten slots) must be masked out, as generate's mask has it.
+    left = (head[:, 1:] >= head[:, :-1]).all(dim=-1) & head[:, -1]
+    if pad2d.shape[-1] > q:
+        left = left & ~pad2d[:, q:].bool().any(dim=-1)
+    stats = torch.cat([left.long()[None], (~head).sum(-1)[None]]).tolist()  # one device sync per forward
+    return tuple(stats[1]) if all(stats[0]) else None
 
 
 def spanlab_mask(*args: Any, **kwargs: Any):
-    """transformers' `sdpa_mask`, plus a note of each row's left padding when the mask is exactly
-    causal attention over a left-padded prompt that starts the cache (what a prefill sees)."""
-    import torch
-    from transformers.masking_utils import causal_mask_function, sdpa_mask
+    """transformers' `sdpa_mask`, except for a prefill of a left-padded batch (causal attention over
+    prompts that start the cache): there the (b, 1, q, T) boolean mask, 8.5 GB at 16K x 32 with a
+    static cache, is not built. The attention reads only each row's padding, so a stand-in goes in
+    its place: the 2D padding mask as a (b, 1, 1, L) view, tagged with the paddings and with a
+    function that builds transformers' mask for any path that needs the real thing."""
+    import functools
 
-    mask = sdpa_mask(*args, **kwargs)
-    q = kwargs.get("q_length")
-    pad2d = kwargs.get("attention_mask")
-    if (mask is None or args or not isinstance(q, int) or q < 2 or kwargs.get("q_offset", 0) != 0
-            or kwargs.get("kv_offset", 0) != 0 or kwargs.get("mask_function") is not causal_mask_function
-            or kwargs.get("local_size") is not None or pad2d is None or pad2d.dim() != 2 or pad2d.shape[-1] < q
-            or mask.dim() != 4 or mask.shape[2] != q):
+    from transformers.masking_utils import sdpa_mask
+
+    pads = None if args else _left_pads(kwargs)
+    if pads is None or not any(pads):
+        # No padding: sdpa_mask returns None (SDPA's is_causal), or a mask this function does not
+        # know how to stand in for.
+        return sdpa_mask(*args, **kwargs)
+    pad2d = kwargs["attention_mask"]
+    stand_in = pad2d[:, None, None, :].bool()
+    setattr(stand_in, TAG, (kwargs["q_length"], pads))
+    setattr(stand_in, BUILD, functools.partial(sdpa_mask, **kwargs))
+    return stand_in
+
+
+def full_mask(mask):
+    """The mask transformers would have built: the stand-in's own build, anything else unchanged."""
+    build = getattr(mask, BUILD, None) if mask is not None else None
+    if build is None:
         return mask
-    head = pad2d[:, :q].bool()
-    # Left padding only: every row is False... then True..., ending in a real token.
-    left = (head[:, 1:] >= head[:, :-1]).all(dim=-1) & head[:, -1]
-    stats = torch.cat([left.long()[None], (~head).sum(-1)[None]]).tolist()  # one device sync per forward
-    if all(stats[0]):
-        setattr(mask, TAG, (q, tuple(stats[1])))
-    return mask
+    built = build()
+    setattr(mask, BUILD, lambda: built)  # several layers may ask; build once
+    return built
+
+
+def choose_prefill(query, requested: str | None = None) -> str:
+    """"rows" (SDPA per run of equal padding), or "varlen" (one flash-attention call over the packed
+    batch) when asked for and flash attention can run these tensors (CUDA, half precision, head dim
+    a multiple of 8 up to 256)."""
+    path = (requested or os.environ.get(PREFILL_ENV, "auto")).strip().lower()
+    if path not in PREFILL_PATHS:
+        raise ValueError(f"{PREFILL_ENV}={path!r}: use one of {', '.join(PREFILL_PATHS)}")
+    import torch
+
+    ok = (query.device.type == "cuda" and query.dtype in (torch.float16, torch.bfloat16)
+          and query.shape[-1] % 8 == 0 and query.shape[-1] <= 256 and hasattr(torch.ops.aten, "_flash_attention_forward"))
+    if path == "varlen" and ok:
+        return "varlen"
+    return "rows"  # auto, rows, or varlen where flash attention cannot run these tensors
 
 
 def prefill_rows(query, key, value, pads, scale: float):
@@ -329,6 +395,36 @@ def prefill_rows(query, key, value, pads, scale: float):
     return out
 
 
+def segments(pads, q: int) -> list[int]:
+    """Boundaries of the packed batch's sequences: each row of width q is two, its padding and its
+    real tokens (empty ones dropped), so causal attention never crosses from one to the other."""
+    bounds = {0}
+    for r, p in enumerate(pads):
+        bounds.add(r * q + min(p, q))
+        bounds.add((r + 1) * q)
+    return sorted(bounds)
+
+
+def prefill_varlen(query, key, value, pads, scale: float):
+    """The same attention as `prefill_rows` in one flash-attention call: the (b, q) batch is read as
+    one packed sequence of b·q tokens cut into segments (`segments`), each attended causally on its
+    own. Padded positions attend among themselves (finite values nobody reads) instead of being
+    skipped, which costs their share of the batch (0.3% at 4K in the benchmark) and saves the
+    zero-filled output and the per-row copies. (b, q, h, d) out, as the model expects."""
+    import torch
+
+    b, h, q, d = query.shape
+    kvh = key.shape[1]
+    # The projections are (b, q, heads, d) in memory and transposed, so these are views; a static
+    # cache (b, kvh, T, d) is copied once into the packed layout.
+    qp = query.transpose(1, 2).reshape(b * q, h, d)
+    kp = key[:, :, :q].transpose(1, 2).reshape(b * q, kvh, d)
+    vp = value[:, :, :q].transpose(1, 2).reshape(b * q, kvh, d)
+    cu = torch.tensor(segments(pads, q), dtype=torch.int32, device=query.device)
+    out = torch.ops.aten._flash_attention_forward(qp, kp, vp, cu, cu, q, q, 0.0, True, False, scale=scale)[0]
+    return out.view(b, q, h, d)
+
+
 def sdpa_gqa_decode(module: Any, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                     is_causal=None, **kwargs: Any):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -337,8 +433,13 @@ def sdpa_gqa_decode(module: Any, query, key, value, attention_mask, dropout: flo
     kvh = key.shape[1]
     plain = not dropout and kwargs.get("position_bias") is None and h % kvh == 0
     tag = getattr(attention_mask, TAG, None) if attention_mask is not None else None
-    if plain and q > 1 and tag is not None and tag[0] == q and key.shape[2] >= q and len(tag[1]) == b:
-        return prefill_rows(query, key, value, tag[1], scaling if scaling is not None else 1.0 / math.sqrt(d)), None
+    if tag is not None:
+        if plain and q > 1 and tag[0] == q and key.shape[2] >= q and len(tag[1]) == b:
+            scale = scaling if scaling is not None else 1.0 / math.sqrt(d)
+            if choose_prefill(query) == "varlen":
+                return prefill_varlen(query, key, value, tag[1], scale), None
+            return prefill_rows(query, key, value, tag[1], scale), None
+        attention_mask = full_mask(attention_mask)
     if q != 1 or not plain:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)

@@ -104,6 +104,8 @@ class HFBackend(Backend):
         cache_implementation: str | None = "auto",
         compile: bool = False,
         prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+        decode_graphs: str = "auto",
+        fused: str = "auto",
     ) -> None:
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM
@@ -112,6 +114,10 @@ class HFBackend(Backend):
         hf_logging.disable_progress_bar()  # spanlab draws its own progress
         if not isinstance(prefill_chunk, int) or prefill_chunk < 0:
             raise SpanlabError(f"--prefill-chunk must be a whole number of tokens >= 0 (0 = off), got {prefill_chunk!r}")
+        if decode_graphs not in ("auto", "on", "off", "eager"):
+            raise SpanlabError(f"decode_graphs must be auto, on, off or eager, got {decode_graphs!r}")
+        if fused not in ("auto", "on", "off"):
+            raise SpanlabError(f"fused must be auto, on or off, got {fused!r}")
 
         if attn_implementation == "spanlab_sdpa":
             from spanlab.models.gqa_decode import register
@@ -171,6 +177,47 @@ class HFBackend(Backend):
         self.compile = compile
         self.prefill = plan_prefill(self.model, prefill_chunk, trust_remote_code=trust_remote_code)
         note(self.prefill)
+        self.graphs = None
+        self.decode_graphs = self._install_graphs(decode_graphs)
+        self.fused = self._install_fused(fused)
+
+    def _install_fused(self, mode: str) -> list[str]:
+        """Llama-family RMSNorm/SwiGLU/rotary as fused Triton kernels on CUDA (spanlab.models.fused)."""
+        from spanlab.models import fused, gqa_decode
+
+        cuda = self.device.startswith("cuda")
+        if mode == "off" or (mode == "auto" and not (cuda and fused.enabled_by_env())):
+            return []
+        if not cuda or gqa_decode._triton()[0] is None:
+            if mode == "on":
+                raise SpanlabError("fused kernels need CUDA and triton")
+            return []
+        # Inside CUDA graphs decode steps use them too (no launch cost there); launched from Python they are slower.
+        return fused.install(self.model, decode=self.decode_graphs == "on")
+
+    def _install_graphs(self, mode: str) -> str:
+        """Decode steps as CUDA graphs over spanlab's static caches (spanlab.models.decode_graph):
+        "auto" where the model has a static cache and the spanlab_sdpa attention on CUDA; "eager"
+        is the same caches without capture."""
+        from spanlab.models import decode_graph
+        from spanlab.models.gqa_decode import NAME
+
+        cuda = self.device.startswith("cuda")
+        if mode == "auto":
+            ok = (cuda and self.cache_implementation == "static" and decode_graph.enabled_by_env()
+                  and getattr(self.config, "_attn_implementation", None) == NAME and not self.compile)
+            mode = "on" if ok else "off"
+        if mode == "off":
+            return "off"
+        why = decode_graph.supported(self.model)
+        if mode == "on" and not cuda:
+            why = why or "CUDA graphs need a CUDA device"
+        if self.cache_implementation != "static":
+            why = why or "decode graphs run over a static cache (cache_implementation='static')"
+        if why is not None:
+            raise SpanlabError(f"decode graphs: {why}")
+        self.graphs = decode_graph.DecodeGraphs(self.model, graphs=mode == "on")
+        return mode
 
     def _install_ssd(self, mtype: str) -> str | None:
         """Mamba2-family layers: spanlab's linear-memory SSD scan in place of transformers' torch
@@ -211,6 +258,8 @@ class HFBackend(Backend):
             "cache_implementation": self.cache_implementation,
             "prefill": self.prefill.describe(),
             "ssd_scan": self.ssd_scan,
+            "decode_graphs": self.decode_graphs,
+            "fused": self.fused,
         }
 
     # -- generation ---------------------------------------------------------------------------
@@ -224,6 +273,8 @@ class HFBackend(Backend):
         except self._torch.cuda.OutOfMemoryError:
             oom = True  # handled below: inside `except` the traceback would pin the failed batch's tensors
         if oom:
+            if self.graphs is not None:
+                self.graphs.release()  # its cache may be what no longer fits
             self._torch.cuda.empty_cache()
             if len(prompts) == 1:
                 raise SpanlabError(
@@ -235,23 +286,14 @@ class HFBackend(Backend):
         raise AssertionError("unreachable")
 
     def _generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str]) -> list[Generation]:
-        from transformers import GenerationConfig
-
         torch = self._torch
         enc = self.tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left")
         if len(prompts) > 1 and (self.padding == "none" or (self.padding == "equal" and not bool(enc["attention_mask"].all()))):
             raise ValueError(f"{type(self.model).__name__} is not batched exactly ({self.padding!r}); the batcher must respect it")
         enc = {k: v.to(self.device) for k, v in enc.items()}
-        # A fresh config: the checkpoint's own generation defaults (sampling, penalties, max_length)
-        # must not leak into a greedy benchmark.
-        gc = GenerationConfig(
-            do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, min_new_tokens=0,
-            eos_token_id=sorted(self.eos_ids) or None, pad_token_id=self.tokenizer.pad_token_id,
-            stop_strings=list(stop) or None, cache_implementation=self.cache_implementation,
-            disable_compile=not self.compile,
-        )
+        gc, extra = self.generation_setup(enc["input_ids"].shape, max_new_tokens, min_new_tokens=0, stop=stop)
         with torch.inference_mode():
-            extra = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+            extra.update({k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")})
             out = chunked_generate(self.model, self.prefill, enc["input_ids"], enc["attention_mask"], gc,
                                    tokenizer=self.tokenizer if stop else None, **extra)
         width = enc["input_ids"].shape[1]
@@ -267,6 +309,26 @@ class HFBackend(Backend):
             text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
             results.append(Generation(text=cut_at_stop(text, stop), prompt_tokens=int(plen), new_tokens=n))
         return results
+
+    def generation_setup(self, shape: Sequence[int], max_new_tokens: int, *, min_new_tokens: int = 0,
+                         stop: Sequence[str] = (), eos: bool = True) -> tuple[Any, dict[str, Any]]:
+        """The GenerationConfig and extra `generate` arguments for a (batch, width) prompt tensor: greedy,
+        the backend's cache, and spanlab's static cache when decode steps run as graphs."""
+        from transformers import GenerationConfig
+
+        # A fresh config: the checkpoint's own generation defaults (sampling, penalties, max_length)
+        # must not leak into a greedy benchmark.
+        gc = GenerationConfig(
+            do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+            eos_token_id=(sorted(self.eos_ids) or None) if eos else None, pad_token_id=self.tokenizer.pad_token_id,
+            stop_strings=list(stop) or None, cache_implementation=self.cache_implementation,
+            disable_compile=not self.compile,
+        )
+        extra: dict[str, Any] = {}
+        if self.graphs is not None:
+            gc.cache_implementation = None  # generate refuses a cache implementation next to a given cache
+            extra["past_key_values"] = self.graphs.cache_for(int(shape[0]), int(shape[1]) + max_new_tokens)
+        return gc, extra
 
     def loglikelihood(self, contexts: Sequence[str], continuations: Sequence[str]) -> list[float]:
         torch = self._torch
@@ -299,6 +361,13 @@ class HFBackend(Backend):
         return self.tokenizer.convert_ids_to_tokens(ids), [None, *lps], offsets
 
     def close(self) -> None:
+        if self.graphs is not None:
+            self.graphs.close()
+            self.graphs = None
+        if self.fused:
+            from spanlab.models import fused
+
+            fused.uninstall(self.model)
         del self.model
         if self._torch.cuda.is_available():
             self._torch.cuda.empty_cache()

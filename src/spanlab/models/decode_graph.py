@@ -1,0 +1,194 @@
+"""Decode steps of attention models replayed as CUDA graphs, over a static KV cache spanlab keeps.
+
+transformers' `generate` runs each decode step's forward from Python: a few hundred small kernels
+per step (16 layers of projections, norms, rotary, attention, MLP), each launched by the host. At
+batch 64 x 4K on an H100 a step took 16 ms against a ~6.5 ms GPU floor (docs/benchmarks.md): the
+GPU waits for the host. A decode step over a static cache is the same kernels on the same shapes
+at every step (the write position lives on the device, in `StaticLayer.cumulative_length`), so
+it can be captured once as a CUDA graph and replayed with one launch.
+
+How it fits into `generate` without changing what it computes:
+
+- `DecodeGraphs.cache_for(batch, length)` hands out the static cache `generate` is given
+  (`past_key_values=`), one per (batch, length rounded up to `bucket` tokens), reset in place
+  between calls so that the addresses a graph was captured on stay valid. Only the latest cache
+  (and its graph) is kept: caches are large (8.8 GB at 4K x 64 for a 1B Llama).
+- The model's `forward` is wrapped. A call that is a decode step on that cache (one token per row,
+  a 4D mask, position ids, nothing else asked for) copies its inputs into static buffers and
+  replays the graph; the first such call per cache warms up on a side stream (restoring the
+  cache's write positions afterwards), captures, and replays. Every other call (prefill, other
+  caches, training) runs the model's own forward.
+- `generate` keeps the rest (logits processors, EOS, stop strings, padding finished rows), so the
+  tokens are those of the eager path: the graph replays the same kernels on the same shapes.
+  With `graphs=False` the same buffers and caches are used without capture (CPU tests).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+ENV = "SPANLAB_DECODE_GRAPHS"
+BUCKET = 256
+
+# The keyword arguments generate's decode steps pass; anything else (hidden states, attentions) is
+# not captured and runs the model's own forward.
+_STEP_KEYS = {"input_ids", "attention_mask", "position_ids", "past_key_values", "use_cache", "logits_to_keep",
+              "return_dict", "inputs_embeds"}
+
+
+def enabled_by_env() -> bool:
+    value = os.environ.get(ENV, "auto").strip().lower()
+    if value not in ("auto", "1", "0", "on", "off"):
+        raise ValueError(f"{ENV}={value!r}: use auto, 1 or 0")
+    return value not in ("0", "off")
+
+
+def supported(model: Any) -> str | None:
+    """Why a model's decode steps cannot be graphed here, or None when they can: every cache
+    layer must be a plain full-attention `StaticLayer` (sliding windows and linear-attention
+    layers keep state a replay would not reproduce)."""
+    try:
+        from transformers.cache_utils import StaticCache, StaticLayer
+    except ImportError:
+        return "this transformers has no StaticCache"
+    try:
+        probe = StaticCache(config=model.config, max_cache_len=1)
+    except Exception as e:  # noqa: BLE001 - any model transformers cannot give a static cache
+        return f"no static cache for {type(model).__name__} ({type(e).__name__})"
+    kinds = {type(layer) for layer in getattr(probe, "layers", [])}
+    if kinds != {StaticLayer}:
+        return f"{type(model).__name__}'s cache layers are not all full-attention static layers"
+    return None
+
+
+class _Step:
+    """Static inputs and output of one cache's decode step, and how to run it again."""
+
+    def __init__(self, ids, pos, mask, run, logits, out_type, graph=None) -> None:
+        self.ids, self.pos, self.mask = ids, pos, mask
+        self.run, self.logits, self.out_type, self.graph = run, logits, out_type, graph
+
+
+class DecodeGraphs:
+    """Static caches for `generate` and graph replay of the decode steps on them (see module doc)."""
+
+    def __init__(self, model: Any, *, graphs: bool, bucket: int = BUCKET) -> None:
+        if bucket < 1:
+            raise ValueError("bucket must be >= 1")
+        self.model = model
+        self.graphs = graphs
+        self.bucket = bucket
+        self.cache: Any = None
+        self.key: tuple[int, int] | None = None
+        self.step: _Step | None = None
+        self.captures = 0  # graphs captured so far (tests, benchmarks)
+        self.replays = 0
+        self._had = model.__dict__.get("forward")  # an instance-level forward someone set before us
+        self._orig = model.forward
+        model.forward = self._wrap(self._orig)
+
+    # -- cache -----------------------------------------------------------------------------------
+    def cache_for(self, batch: int, length: int) -> Any:
+        """A reset static cache for `batch` rows of up to `length` tokens (prompt + new tokens)."""
+        import torch
+        from transformers.cache_utils import StaticCache
+
+        size = -(-length // self.bucket) * self.bucket
+        if self.key == (batch, size):
+            with torch.inference_mode():  # its tensors were made in generate's inference mode
+                self.cache.reset()
+            return self.cache
+        self.release()
+        self.cache = StaticCache(config=self.model.config, max_cache_len=size)
+        self.key = (batch, size)
+        return self.cache
+
+    def release(self) -> None:
+        """Drop the cache and its graph (before a different shape, on OOM, at close)."""
+        self.step = None
+        self.cache = None
+        self.key = None
+
+    def close(self) -> None:
+        self.release()
+        if self._had is not None:
+            self.model.forward = self._had
+        elif "forward" in self.model.__dict__:
+            del self.model.forward  # the class's own forward again
+
+    # -- forward ---------------------------------------------------------------------------------
+    def _wrap(self, orig):
+        @functools.wraps(orig)  # keeps the signature generate inspects (logits_to_keep, position_ids)
+        def forward(*args, **kwargs):
+            if not args and self._is_step(kwargs):
+                return self._run_step(kwargs)
+            return orig(*args, **kwargs)
+
+        return forward
+
+    def _is_step(self, kw: dict) -> bool:
+        cache = kw.get("past_key_values")
+        if cache is None or cache is not self.cache or not set(kw) <= _STEP_KEYS:
+            return False
+        ids, mask, pos = kw.get("input_ids"), kw.get("attention_mask"), kw.get("position_ids")
+        if ids is None or kw.get("inputs_embeds") is not None or ids.dim() != 2 or ids.shape[1] != 1:
+            return False
+        if mask is None or mask.dim() != 4 or pos is None or tuple(pos.shape) != tuple(ids.shape):
+            return False
+        if kw.get("use_cache") is False or kw.get("return_dict") is False or kw.get("logits_to_keep", 0) not in (0, 1):
+            return False
+        st = self.step
+        return st is None or (st.ids.shape == ids.shape and st.mask.shape == mask.shape and st.mask.dtype == mask.dtype)
+
+    def _run_step(self, kw: dict):
+        st = self.step
+        if st is None:
+            self.step = st = self._capture(kw)  # ran this step too
+        else:
+            st.ids.copy_(kw["input_ids"])
+            st.pos.copy_(kw["position_ids"])
+            st.mask.copy_(kw["attention_mask"])
+            st.run()
+            self.replays += 1
+        return st.out_type(logits=st.logits, past_key_values=self.cache)
+
+    def _capture(self, kw: dict) -> _Step:
+        import torch
+
+        cache = self.cache
+        ids = kw["input_ids"].clone(memory_format=torch.contiguous_format)
+        pos = kw["position_ids"].clone(memory_format=torch.contiguous_format)
+        mask = kw["attention_mask"].clone(memory_format=torch.contiguous_format)
+
+        def call():
+            return self._orig(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                              use_cache=True, logits_to_keep=1, return_dict=True)
+
+        if not self.graphs:
+            out = call()
+            st = _Step(ids, pos, mask, None, out.logits, type(out))
+
+            def run():
+                st.logits = call().logits
+            st.run = run
+            return st
+        # Warm-up outside capture (Triton compiles, cuBLAS picks its kernels and workspace on this
+        # stream). It writes this step's keys/values (the replay writes the same ones again) and
+        # advances every layer's write position, which is put back.
+        written = [layer.cumulative_length.clone() for layer in cache.layers]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            call()
+        torch.cuda.current_stream().wait_stream(side)
+        for layer, n in zip(cache.layers, written):
+            layer.cumulative_length.copy_(n)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = call()
+        graph.replay()
+        self.captures += 1
+        self.replays += 1
+        return _Step(ids, pos, mask, graph.replay, out.logits, type(out), graph)

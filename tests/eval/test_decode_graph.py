@@ -1,0 +1,112 @@
+"""Decode steps over spanlab's static caches (spanlab.models.decode_graph): the same tokens as
+transformers' own generate, caches reused across calls, the model's forward given back.
+
+On CPU the plumbing runs without capture (decode_graphs="eager": static input buffers, cache reuse
+and reset, the wrapped forward); on CUDA the steps are CUDA-graph replays.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+PROMPTS = ["The special magic number for apple is 12345. What is the special magic number for apple?",
+           "Hello", "One two three four five six seven eight nine ten", "A"]
+
+
+def _backend(path, **kw):
+    from spanlab.models.hf import HFBackend
+
+    return HFBackend(path, **kw)
+
+
+def test_eager_plumbing_generates_like_transformers(tiny_models):
+    ref = _backend(tiny_models["llama"], device="cpu", attn_implementation="sdpa")
+    b = _backend(tiny_models["llama"], device="cpu", attn_implementation="spanlab_sdpa", cache_implementation="static",
+                 decode_graphs="eager")
+    assert b.describe()["decode_graphs"] == "eager"
+    want = ref.generate(PROMPTS, 12)
+    assert b.generate(PROMPTS, 12) == want
+    cache = b.graphs.cache
+    assert b.generate(PROMPTS, 12) == want  # the same cache, reset in place
+    assert b.graphs.cache is cache and b.graphs.key == (4, 256)
+    steps = b.graphs.replays
+    assert steps >= 2 * 10  # every decode step but each call's first went through the static buffers
+    # Another batch size is another cache; stop strings and early stops behave as in transformers.
+    assert b.generate(PROMPTS[1:3], 12) == want[1:3]
+    assert b.graphs.key == (2, 256) and b.graphs.cache is not cache
+    assert b.generate(PROMPTS, 12, stop=["\n", " the"]) == ref.generate(PROMPTS, 12, stop=["\n", " the"])
+    # A prompt + budget beyond one bucket takes the next one.
+    assert b.generate(PROMPTS[:1], 240) == ref.generate(PROMPTS[:1], 240)
+    assert b.graphs.key[1] == 512
+
+
+def test_only_decode_steps_on_the_held_cache_are_taken(tiny_models):
+    from transformers.cache_utils import StaticCache
+
+    b = _backend(tiny_models["llama"], device="cpu", attn_implementation="spanlab_sdpa", cache_implementation="static",
+                 decode_graphs="eager")
+    g = b.graphs
+    cache = g.cache_for(2, 40)
+    ids = torch.ones(2, 1, dtype=torch.long)
+    step = {"input_ids": ids, "position_ids": ids, "attention_mask": torch.ones(2, 1, 1, 256, dtype=torch.bool),
+            "past_key_values": cache, "use_cache": True, "logits_to_keep": 1}
+    assert g._is_step(step)
+    other = StaticCache(config=b.model.config, max_cache_len=256)
+    for change in ({"past_key_values": other}, {"input_ids": torch.ones(2, 3, dtype=torch.long)},
+                   {"attention_mask": torch.ones(2, 256, dtype=torch.bool)}, {"output_attentions": True},
+                   {"return_dict": False}, {"position_ids": None}):
+        assert not g._is_step(step | change), change
+
+
+def test_close_gives_the_model_its_forward_back(tiny_models):
+    b = _backend(tiny_models["llama"], device="cpu", attn_implementation="spanlab_sdpa", cache_implementation="static",
+                 decode_graphs="eager")
+    model = b.model
+    assert "forward" in model.__dict__
+    b.close()
+    assert "forward" not in model.__dict__
+
+
+def test_decode_graphs_choice_and_errors(tiny_models, monkeypatch):
+    from spanlab.errors import SpanlabError
+    from spanlab.models import decode_graph
+
+    cpu = _backend(tiny_models["llama"], device="cpu")
+    assert cpu.decode_graphs == "off" and cpu.graphs is None  # CPU default: transformers' own loop
+    with pytest.raises(SpanlabError, match="CUDA"):
+        _backend(tiny_models["llama"], device="cpu", cache_implementation="static", decode_graphs="on")
+    with pytest.raises(SpanlabError, match="static cache"):
+        _backend(tiny_models["llama"], device="cpu", decode_graphs="eager")
+    with pytest.raises(SpanlabError, match="decode graphs"):
+        _backend(tiny_models["mamba2"], device="cpu", cache_implementation="static", decode_graphs="eager")
+    with pytest.raises(SpanlabError, match="decode_graphs"):
+        _backend(tiny_models["llama"], device="cpu", decode_graphs="yes")
+    monkeypatch.setenv(decode_graph.ENV, "0")
+    assert not decode_graph.enabled_by_env()
+    monkeypatch.setenv(decode_graph.ENV, "maybe")
+    with pytest.raises(ValueError, match=decode_graph.ENV):
+        decode_graph.enabled_by_env()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_graphed_decode_generates_the_eager_tokens(dtype, tiny_models):
+    """The CUDA default replays captured decode steps; tokens equal the eager loop's, call after call,
+    and a graph is captured once per cache shape."""
+    graphed = _backend(tiny_models["llama"], device="cuda", dtype=dtype)
+    assert graphed.decode_graphs == "on"
+    eager = _backend(tiny_models["llama"], device="cuda", dtype=dtype, decode_graphs="off")
+    want = eager.generate(PROMPTS, 24)
+    assert graphed.generate(PROMPTS, 24) == want
+    assert graphed.generate(PROMPTS, 24) == want
+    assert graphed.graphs.captures == 1 and graphed.graphs.replays >= 2 * 22
+    assert graphed.generate(PROMPTS, 24, stop=["\n"]) == eager.generate(PROMPTS, 24, stop=["\n"])
+    assert graphed.generate(PROMPTS[:3], 24) == want[:3]
+    assert graphed.graphs.captures == 2
+    if dtype == "float32":  # and the eager loop is transformers' (bf16 kernels may round differently)
+        plain = _backend(tiny_models["llama"], device="cuda", dtype=dtype, attn_implementation="sdpa",
+                         cache_implementation=None)
+        assert plain.generate(PROMPTS, 24) == want

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from itertools import accumulate, pairwise
+from itertools import accumulate, islice, pairwise
 from typing import Any
 
 from spanlab.errors import SpanlabError
@@ -23,7 +23,7 @@ from spanlab.tasks.base import (
     fit_shuffled,
     split_template,
 )
-from spanlab.tasks.shuffle import fast_shuffle
+from spanlab.tasks.shuffle import ShuffledPrefix, fast_shuffle
 from spanlab.tasks.templates import CWE_ANSWER_PREFIX, CWE_TEMPLATE, TOKENS_TO_GENERATE
 from spanlab.tasks.words import adj_noun, num_adj_noun, single_words
 
@@ -99,7 +99,7 @@ class CommonWords(Task):
 
     def draft(self, ctx: Context, index: int, rng: random.Random) -> tuple[Draft, int]:
         p = ctx.params
-        pool = list(single_words())
+        pool = single_words()
         small = ctx.max_length < 4096
         freq_cw, freq_ucw = (6, 1) if small else (p["freq_cw"], p["freq_ucw"])
         shots = []
@@ -112,9 +112,12 @@ class CommonWords(Task):
                          + " " + numbered(ex[:p["num_cw"]]))
         head = "\n".join(shots) + "\n" if shots else ""
 
-        fast_shuffle(pool, rng)  # the word order; a prefix of it is the sample's distinct words
         extra_seed = rng.getrandbits(64)
         layout_seed = rng.getrandbits(64)
+        # The sample's distinct words are a prefix of a random order of the pool (RULER:
+        # random.sample(pool, n)), drawn only as far as the fit reads it: ~110 words at 4K, ~800 at
+        # 16K, where a whole-pool shuffle walked 8,166 per sample. Nothing else draws from rng now.
+        order = ShuffledPrefix(pool, rng)
         costs = self._word_costs(ctx)
         extra: list[str] = []  # beyond the single-word list: adjective-noun pairs, as RULER's big list
         additive = [not ctx.verify and self._pool_additive(ctx)]  # see count_n below
@@ -122,11 +125,11 @@ class CommonWords(Task):
 
         def words(n: int) -> list[str]:
             nonlocal costs
-            if len(pool) + len(extra) < n:
+            if len(order) + len(extra) < n:
                 if not extra:
                     costs = dict(costs)  # this sample's own table (the shared one stays as it is)
                 new: list[str] = []
-                while len(pool) + len(extra) + len(new) < max(n, len(pool) + len(extra) + 256):
+                while len(order) + len(extra) + len(new) < max(n, len(order) + len(extra) + 256):
                     w = adj_noun(gen.randrange(num_adj_noun()))
                     if w not in costs:
                         costs[w] = -1  # reserve: no duplicates within this batch
@@ -136,16 +139,16 @@ class CommonWords(Task):
                 extra.extend(new)
                 if not ctx.counter.additive_units("x", [" " + w for w in new], " x"):
                     additive[0] = False
-            return (pool + extra)[:n] if n > len(pool) else pool[:n]
+            if n <= len(order):
+                return order.prefix(n)
+            return order.prefix(len(order)) + extra[:n - len(order)]
 
         wprefix = [0]
 
         def word_prefix(n: int) -> int:
             if n >= len(wprefix):
-                words(n)  # draws extra words if n needs them
-                start = len(wprefix) - 1
-                new = pool[start:n] if n <= len(pool) else (pool + extra)[start:n]
-                sums = accumulate(map(costs.__getitem__, new), initial=wprefix[-1])  # in C
+                ws = words(n)  # draws extra words if n needs them
+                sums = accumulate(map(costs.__getitem__, islice(ws, len(wprefix) - 1, n)), initial=wprefix[-1])  # in C
                 next(sums)  # the initial value, already there
                 wprefix.extend(sums)
             return wprefix[n]

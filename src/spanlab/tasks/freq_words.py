@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import random
 import string
-from itertools import repeat
+from bisect import bisect_right
+from itertools import pairwise, repeat
 from operator import mul, truediv
 from typing import Any
 
@@ -45,6 +46,16 @@ def zeta(s: float) -> float:
 
 def zipf_counts(num_words: int, vocab_size: int, alpha: float) -> list[int]:
     return _zipf(num_words, [k ** -alpha for k in range(1, vocab_size + 1)], zeta(alpha))
+
+
+def _first_nonzero(w: float) -> int:
+    """The smallest integer n >= 1 with int(float(n) * w) >= 1, for 0 < w <= 1."""
+    n = max(1, math.ceil(1 / w))
+    while n > 1 and float(n - 1) * w >= 1.0:  # 1 / w rounds: step to the exact boundary
+        n -= 1
+    while float(n) * w < 1.0:
+        n += 1
+    return n
 
 
 def _zipf(num_words: int, powers: list[float], z: float) -> list[int]:
@@ -93,26 +104,41 @@ class FreqWords(Task):
         as_number(p, "vocab_size", int)
         return p
 
+    def _law(self, ctx: Context) -> tuple[int, float, int, list[float], list[float], list[int] | None]:
+        """(size, zeta, n_max, powers, weights, thresholds) of the batch, computed once."""
+        law = ctx.shared.get("fwe_law")
+        if law is None:
+            p = ctx.params
+            # RULER: vocabulary size max_seq_length // 50 unless given
+            size = max(4, ctx.limit // 50 if p["vocab_size"] < 0 else p["vocab_size"])
+            z = zeta(p["alpha"])
+            n_max = 2 * ctx.limit + 16  # N is the Zipf scale; the list holds about 0.98 N words of >= 1 token
+            # Rank k appears int(N k^-alpha / zeta) times; ranks past the last with a count at n_max
+            # appear in no prompt (float(n) * p / z is monotone in n), so only ranks up to there get
+            # words: ~140 of RULER's 326 at 16K, which the fit would otherwise count and sum ~35
+            # times per sample. At least 5 ranks: the answers and the check that they lead.
+            powers = [k ** -p["alpha"] for k in range(1, size + 1)]
+            top = max(min(size, 5), max((k + 1 for k, c in enumerate(_zipf(n_max, powers, z)) if c), default=0))
+            powers = powers[:top]
+            weights = [pk / z for pk in powers]
+            # thresholds[k]: the smallest n at which rank k's term int(n * w_k) of `cost` is non-zero;
+            # with falling weights (as k^-alpha falls) cost(n) sums only the ranks below
+            # bisect(thresholds, n): ~30-90 of ~70-140 at the sizes the search tries
+            thresholds: list[int] | None = [_first_nonzero(w) for w in weights]
+            if not all(a <= b for a, b in pairwise(thresholds)):
+                thresholds = None
+            law = ctx.shared["fwe_law"] = (size, z, n_max, powers, weights, thresholds)
+        return law
+
     def draft(self, ctx: Context, index: int, rng: random.Random) -> tuple[Draft, int]:
         p = ctx.params
-        # RULER: vocabulary size max_seq_length // 50 unless given
-        size = max(4, ctx.limit // 50 if p["vocab_size"] < 0 else p["vocab_size"])
-        alpha = p["alpha"]
-        z = zeta(alpha)
-        n_max = 2 * ctx.limit + 16  # N is the Zipf scale; the list holds about 0.98 N words of >= 1 token
-        # Rank k appears int(N k^-alpha / zeta) times; ranks past the last with a count at n_max appear
-        # in no prompt (float(n) * p / z is monotone in n), so only ranks 1..top get words: ~140 of
-        # RULER's 326 at 16K, which the fit would otherwise count and sum ~40 times per sample.
-        powers = [k ** -alpha for k in range(1, size + 1)]
-        at_max = _zipf(n_max, powers, z)
-        top = max(min(size, 5), max((k + 1 for k, c in enumerate(at_max) if c), default=0))
-        powers = powers[:top]
+        size, z, n_max, powers, weights, thresholds = self._law(ctx)
+        top = len(powers)
         # rank 1 is the noise "word" '...' (RULER draws a word there and overwrites it)
         words = ["...", *coded_words(rng, top - 1, p["coded_wordlen"])]
         layout_seed = rng.getrandbits(64)
         spaced = [" " + w for w in words]
         wc = ctx.counter.word_counts(words)  # = segment_counts(spaced), without caching one-off words
-        weights = [pk / z for pk in powers]
         answer_prefix = FWE_ANSWER_PREFIX
         top_text, bottom = split_template(FWE_TEMPLATE)
 
@@ -136,9 +162,10 @@ class FreqWords(Task):
         base = ctx.count(render(0))
 
         def cost(n: int) -> int:
-            # sum(int(n * w) * c): the search calls this ~40 times per sample; map chains run it in
-            # C (float(n) * w is n * w exactly, n < 2**53)
-            return base + sum(map(mul, map(int, map(mul, weights, repeat(float(n)))), wc))
+            # sum(int(n * w) * c): the search calls this ~35 times per sample; map chains run it in
+            # C (float(n) * w is n * w exactly, n < 2**53); `repeat(_, k)` stops the chain at k terms
+            k = top if thresholds is None else bisect_right(thresholds, n)
+            return base + sum(map(mul, map(int, map(mul, weights, repeat(float(n), k))), wc))
 
         count_n = None
         n0 = math.floor(z) + 1  # the smallest list holding the noise word: n0 / zeta >= 1

@@ -134,3 +134,39 @@ def test_word_counts_send_added_tokens_to_rust(which, bpe_tokenizer):
     a = added[0]
     words = [a, "key" + a, a + "-value", "x" + a + "y.", "plain", "adorable-shelter"]
     assert counter.word_counts(words) == _rust(tok)([" " + w for w in words])
+
+
+def test_letter_words_count_as_rust_counts(tmp_path):
+    """fwe's coded words (ASCII letters) skip `_count`'s checks; an added token spelled in letters
+    must still send its words to Rust."""
+    from spanlab.tasks.freq_words import coded_words
+    from spanlab.tasks.tokenizer import RawTokenizer, builtin_tokenizer_file
+
+    words = coded_words(random.Random(1), 3000, 6) + coded_words(random.Random(2), 600, 2) + ["a", "Zebra", "ab"]
+    tok = load_builtin_raw()
+    assert TokenCounter(tok).word_counts(words) == _rust(tok)([" " + w for w in words])
+    backend = Tokenizer.from_file(str(builtin_tokenizer_file()))
+    backend.add_tokens(["magic"])
+    backend.save(str(tmp_path / "tokenizer.json"))
+    tok = RawTokenizer(tmp_path / "tokenizer.json", "with-magic")
+    counter = TokenCounter(tok)
+    assert counter.python_counting
+    words += ["magic", "magical", "somagic"]
+    assert counter.word_counts(words) == _rust(tok)([" " + w for w in words])
+
+
+def test_seeded_word_counts_count_texts_without_the_model():
+    """cwe seeds the word cache from its stored word-count table; texts of those words must then
+    count exactly as Rust counts them, without asking the BPE model again."""
+    from spanlab.tasks.words import single_words
+
+    tok = load_builtin_raw()
+    words = [w for w in single_words() if w.isalpha()][:300]  # (a few entries hold a space: "ad hoc")
+    want = TokenCounter(tok).word_counts(words)
+    counter = TokenCounter(tok)
+    assert counter.python_counting
+    counter.seed_word_counts(words, want)
+    counter._batch.model_tokenize = lambda text: pytest.fail(f"tokenised {text!r} again")
+    assert counter.word_counts(words) == want
+    texts = [" " + " ".join(words[i:i + 7]) for i in range(0, 280, 7)]
+    assert counter.counts(texts) == _rust(tok)(texts)

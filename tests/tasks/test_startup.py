@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import random
-import string
 import subprocess
 import sys
 
 import pytest
 
 from spanlab.tasks import TASKS, diskcache, generate
-from spanlab.tasks.freq_words import coded_words
 from spanlab.tasks.tokenizer import TokenCounter, load_builtin_raw
 from spanlab.tasks.words import _wordlist, random_value, value_drawer
 
@@ -110,18 +108,3 @@ def test_random_value_matches_rulers_calls():
     a, b = random.Random(5), random.Random(5)
     assert [random_value("numbers", a) for _ in range(2000)] == [str(b.randint(10**6, 10**7 - 1)) for _ in range(2000)]
 
-
-def test_coded_words_draw_as_rulers_loop():
-    for seed, size in ((1, 80), (2, 600), (3, 5)):
-        a, b = random.Random(seed), random.Random(seed)
-        vocab: set[str] = set()
-        while len(vocab) < size:
-            vocab.add("".join(a.choices(string.ascii_lowercase, k=6)))
-        assert coded_words(b, size, 6) == vocab
-        assert a.random() == b.random()
-    # two-letter words collide often: the batches must still stop exactly where the loop stops
-    a, b = random.Random(7), random.Random(7)
-    vocab = set()
-    while len(vocab) < 500:
-        vocab.add("".join(a.choices(string.ascii_lowercase, k=2)))
-    assert coded_words(b, 500, 2) == vocab and a.random() == b.random()

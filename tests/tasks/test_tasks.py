@@ -4,6 +4,7 @@ deterministic, stable under more samples, needles where asked."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import pytest
 
@@ -73,6 +74,14 @@ def test_task_semantics(task, builtin_tokenizer):
         assert ranked[0] == "..."
         assert ranked[1:4] == s.outputs
         assert words.count(s.outputs[2]) > words.count(ranked[4])
+        # RULER's frequencies: rank k appears floor(N k^-2 / zeta(2)) times for the list's N, and
+        # every rank with a count has a word (only those are drawn)
+        from spanlab.tasks.freq_words import zipf_counts
+
+        counts = sorted(Counter(words).values(), reverse=True)
+        size = (4096 - 50) // 50
+        law = [[c for c in zipf_counts(n, size, 2.0) if c] for n in range(len(words), 2 * len(words))]
+        assert counts in law
 
 
 def test_singular_plural_and_multikey_query():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from itertools import accumulate, pairwise
+from itertools import accumulate, islice, pairwise
 from typing import Any
 
 from spanlab.errors import SpanlabError
@@ -23,14 +23,9 @@ from spanlab.tasks.base import (
     fit_shuffled,
     split_template,
 )
-from spanlab.tasks.shuffle import fast_shuffle
+from spanlab.tasks.shuffle import ShuffledPrefix, fast_shuffle
 from spanlab.tasks.templates import CWE_ANSWER_PREFIX, CWE_TEMPLATE, TOKENS_TO_GENERATE
 from spanlab.tasks.words import adj_noun, num_adj_noun, single_words
-
-
-def numbered(words: list[str]) -> str:
-    return " ".join(f"{i + 1}. {w}" for i, w in enumerate(words))
-
 
 _NUMBERS: list[str] = []
 
@@ -40,6 +35,18 @@ def _numbers(m: int) -> list[str]:
     if len(_NUMBERS) < m:
         _NUMBERS.extend(f" {i}." for i in range(len(_NUMBERS) + 1, max(m, 2 * len(_NUMBERS)) + 1))
     return _NUMBERS[:m]
+
+
+def _list_parts(lead: str, spaced: list[str]) -> list[str]:
+    """lead + RULER's numbered list "1. w1 2. w2 ..." as parts cut before every space: lead + "1.",
+    " w1", " 2.", " w2", ... for spaced = [" w1", " w2", ...] (none: [lead])."""
+    if not spaced:
+        return [lead]
+    parts: list[str] = [""] * (2 * len(spaced))
+    parts[0::2] = _numbers(len(spaced))
+    parts[1::2] = spaced
+    parts[0] = lead + "1."
+    return parts
 
 
 class CommonWords(Task):
@@ -60,7 +67,11 @@ class CommonWords(Task):
                 # counted once per tokenizer and kept between runs (diskcache), named by the word list
                 name = "cwe_word_costs:" + hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest()[:32]
                 costs = ctx.counter.stored(name)
-                if not (isinstance(costs, list) and len(costs) == len(words) and all(type(c) is int for c in costs)):
+                if isinstance(costs, list) and len(costs) == len(words) and set(map(type, costs)) == {int}:
+                    # the worked example's words are counted as text: from these, not the model
+                    # (~35 fresh words per sample, a third of a 4K sample's time)
+                    ctx.counter.seed_word_counts(words, costs)
+                else:
                     costs = ctx.counter.word_counts(words)
                     ctx.counter.store(name, costs)
                 ctx.counter.cache[key] = dict(zip(words, costs))
@@ -83,10 +94,17 @@ class CommonWords(Task):
                 if pre is None:
                     pre = [0]
                     kept = ctx.counter.stored(name)  # the labels counted in earlier runs (diskcache)
-                    if isinstance(kept, list) and all(type(c) is int for c in kept):
-                        for c in kept:
-                            pre.append(pre[-1] + c)
+                    if isinstance(kept, list) and set(map(type, kept)) <= {int}:
+                        pre = list(accumulate(kept, initial=0))
                     ctx.counter.cache[key] = pre
+        seeded = ctx.counter.cache.get("cwe_number_seeded", 1)
+        if seeded <= upto < len(pre):
+            # a full count of a list (a batch's first sample is checked against one) meets labels
+            # "2." .. as words after a space: their stored counts spare the BPE model ~1 call each
+            stop = min(len(pre), max(upto + 1, 2 * seeded))
+            ctx.counter.seed_word_counts([f"{i}." for i in range(seeded, stop)],
+                                         [b - a for a, b in pairwise(pre[seeded - 1:stop])])
+            ctx.counter.cache["cwe_number_seeded"] = stop
         if len(pre) <= upto:
             with ctx.counter.lock:  # samples run in threads; extend the shared table once
                 start = len(pre)
@@ -99,22 +117,34 @@ class CommonWords(Task):
 
     def draft(self, ctx: Context, index: int, rng: random.Random) -> tuple[Draft, int]:
         p = ctx.params
-        pool = list(single_words())
+        pool = single_words()
         small = ctx.max_length < 4096
         freq_cw, freq_ucw = (6, 1) if small else (p["freq_cw"], p["freq_ucw"])
-        shots = []
+        top, bottom = split_template(CWE_TEMPLATE)
+        lead = ctx.template.prefix + top  # the text before a list's "1."
+        # The worked examples, joined by "\n", as parts cut before every space as the main list is
+        # (see `_list_parts`): their labels and words are counted from cached segments, where the
+        # examples' text as one part was tokenised anew for every sample, twice.
+        head: list[str] = []
         for _ in range(p["num_fewshot"]):
             n_ex, f_c, f_u = (20, 3, 1) if small else (40, 10, 3)
             ex = rng.sample(pool, n_ex)
             lst = ex[:p["num_cw"]] * f_c + ex[p["num_cw"]:] * f_u
             fast_shuffle(lst, rng)
-            shots.append(ctx.template.wrap(CWE_TEMPLATE.format(context=numbered(lst))) + CWE_ANSWER_PREFIX
-                         + " " + numbered(ex[:p["num_cw"]]))
-        head = "\n".join(shots) + "\n" if shots else ""
+            shot = [*_list_parts(lead, [" " + w for w in lst]),
+                    *_list_parts(bottom + ctx.template.suffix + CWE_ANSWER_PREFIX + " ",
+                                 [" " + w for w in ex[:p["num_cw"]]])]
+            if head:
+                shot[0] = "\n" + shot[0]
+            head += shot
+        lead = ("\n" if head else "") + lead
 
-        fast_shuffle(pool, rng)  # the word order; a prefix of it is the sample's distinct words
         extra_seed = rng.getrandbits(64)
         layout_seed = rng.getrandbits(64)
+        # The sample's distinct words are a prefix of a random order of the pool (RULER:
+        # random.sample(pool, n)), drawn only as far as the fit reads it: ~110 words at 4K, ~800 at
+        # 16K, where a whole-pool shuffle walked 8,166 per sample. Nothing else draws from rng now.
+        order = ShuffledPrefix(pool, rng)
         costs = self._word_costs(ctx)
         extra: list[str] = []  # beyond the single-word list: adjective-noun pairs, as RULER's big list
         additive = [not ctx.verify and self._pool_additive(ctx)]  # see count_n below
@@ -122,11 +152,11 @@ class CommonWords(Task):
 
         def words(n: int) -> list[str]:
             nonlocal costs
-            if len(pool) + len(extra) < n:
+            if len(order) + len(extra) < n:
                 if not extra:
                     costs = dict(costs)  # this sample's own table (the shared one stays as it is)
                 new: list[str] = []
-                while len(pool) + len(extra) + len(new) < max(n, len(pool) + len(extra) + 256):
+                while len(order) + len(extra) + len(new) < max(n, len(order) + len(extra) + 256):
                     w = adj_noun(gen.randrange(num_adj_noun()))
                     if w not in costs:
                         costs[w] = -1  # reserve: no duplicates within this batch
@@ -136,16 +166,16 @@ class CommonWords(Task):
                 extra.extend(new)
                 if not ctx.counter.additive_units("x", [" " + w for w in new], " x"):
                     additive[0] = False
-            return (pool + extra)[:n] if n > len(pool) else pool[:n]
+            if n <= len(order):
+                return order.prefix(n)
+            return order.prefix(len(order)) + extra[:n - len(order)]
 
         wprefix = [0]
 
         def word_prefix(n: int) -> int:
             if n >= len(wprefix):
-                words(n)  # draws extra words if n needs them
-                start = len(wprefix) - 1
-                new = pool[start:n] if n <= len(pool) else (pool + extra)[start:n]
-                sums = accumulate(map(costs.__getitem__, new), initial=wprefix[-1])  # in C
+                ws = words(n)  # draws extra words if n needs them
+                sums = accumulate(map(costs.__getitem__, islice(ws, len(wprefix) - 1, n)), initial=wprefix[-1])  # in C
                 next(sums)  # the initial value, already there
                 wprefix.extend(sums)
             return wprefix[n]
@@ -156,8 +186,6 @@ class CommonWords(Task):
         def entries(n: int) -> int:
             return min(n, ncw) * freq_cw + max(0, n - ncw) * freq_ucw
 
-        top, bottom = split_template(CWE_TEMPLATE)
-
         def render(n: int, shuffle: bool = True) -> Draft:
             ws = words(n)
             spaced = [" " + w for w in ws]
@@ -165,13 +193,8 @@ class CommonWords(Task):
             if shuffle:
                 fast_shuffle(lst, random.Random(layout_seed))
             if not lst:
-                return Draft(head + ctx.template.wrap(top + bottom), answer_prefix, ws[:ncw], n=n)
-            # parts: "1." " w" " 2." " w" ..., i.e. numbered(lst) cut before every space
-            parts: list[str] = [""] * (2 * len(lst))
-            parts[0::2] = _numbers(len(lst))
-            parts[1::2] = lst
-            parts[0] = head + ctx.template.prefix + top + "1."
-            parts.append(bottom + ctx.template.suffix)
+                return Draft("", answer_prefix, ws[:ncw], n=n, parts=[*head, lead + bottom + ctx.template.suffix])
+            parts = [*head, *_list_parts(lead, lst), bottom + ctx.template.suffix]
             return Draft("", answer_prefix, ws[:ncw], n=n, parts=parts)
 
         base = ctx.count(render(0))
@@ -184,7 +207,7 @@ class CommonWords(Task):
         count_n = None
         if additive[0]:
             first = render(1, False)
-            if len(first.parts) > 2 and ctx.counter.additive_units(first.parts[0], [" 2."], first.parts[-1]):
+            if ctx.counter.additive_units(lead + "1.", [" 2."], first.parts[-1]):
                 # every cut safe: a list's count is its frame plus the labels' and the words' counts,
                 # which `cost` sums exactly (from its own base), so the two differ by a constant
                 delta = ctx.count(first) - cost(1)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import random
 import string
-from itertools import repeat
+from bisect import bisect_right
+from itertools import pairwise, repeat
 from operator import mul, truediv
 from typing import Any
 
@@ -24,7 +25,7 @@ from spanlab.tasks.base import (
     join_parts,
     split_template,
 )
-from spanlab.tasks.shuffle import fast_shuffle
+from spanlab.tasks.shuffle import arrange
 from spanlab.tasks.templates import FWE_ANSWER_PREFIX, FWE_TEMPLATE, TOKENS_TO_GENERATE
 
 
@@ -47,42 +48,47 @@ def zipf_counts(num_words: int, vocab_size: int, alpha: float) -> list[int]:
     return _zipf(num_words, [k ** -alpha for k in range(1, vocab_size + 1)], zeta(alpha))
 
 
+def _first_nonzero(w: float) -> int:
+    """The smallest integer n >= 1 with int(float(n) * w) >= 1, for 0 < w <= 1."""
+    n = max(1, math.ceil(1 / w))
+    while n > 1 and float(n - 1) * w >= 1.0:  # 1 / w rounds: step to the exact boundary
+        n -= 1
+    while float(n) * w < 1.0:
+        n += 1
+    return n
+
+
 def _zipf(num_words: int, powers: list[float], z: float) -> list[int]:
     """[int(num_words * k**-alpha / z) for each k] with the powers given, in C-level map chains:
     float(n) * p is n * p exactly (n < 2**53), then the same division and truncation."""
-    return list(map(int, map(truediv, map(float(num_words).__mul__, powers), repeat(z))))
+    return list(map(int, map(truediv, map(mul, powers, repeat(float(num_words))), repeat(z))))
 
 
-_CHOICES_INLINE: bool | None = None  # does `_letters` draw exactly as this interpreter's Random.choices?
+# random bytes to letters: byte b is ascii_lowercase[b % 26] for b < 234 = 9 * 26; bytes 234-255 are
+# dropped (rejection), so every letter is equally likely
+_LETTER_OF_BYTE = bytes(ord(string.ascii_lowercase[b % 26]) for b in range(256))
+_REJECT = bytes(range(9 * 26, 256))
 
 
-def _letters(rng: random.Random, k: int) -> list[str]:
-    """`rng.choices(ascii_lowercase, k=k)`: CPython's unweighted walk, population[floor(random() * n)],
-    run through C-level maps (floor is int for these non-negative floats; n is a float there too)."""
-    draw = rng.random
-    return list(map(string.ascii_lowercase.__getitem__, map(int, map((26.0).__mul__, [draw() for _ in range(k)]))))
+def coded_words(rng: random.Random, count: int, wordlen: int) -> list[str]:
+    """`count` distinct random words of `wordlen` lowercase letters, uniformly random and in a
+    uniformly random order (the order they are first drawn).
 
-
-def coded_words(rng: random.Random, size: int, wordlen: int) -> set[str]:
-    """RULER's vocabulary: random lowercase words of `wordlen` letters until `size` distinct ones,
-    each drawn with `rng.choices`; drawn a batch at a time (same draws, same words) since the
-    per-word `choices` call was a fifth of an fwe sample's time at 16K."""
-    global _CHOICES_INLINE
-    if _CHOICES_INLINE is None:
-        a, b = random.Random(3), random.Random(3)
-        _CHOICES_INLINE = (type(a) is random.Random
-                           and [a.choices(string.ascii_lowercase, k=7) for _ in range(200)]
-                           == [_letters(b, 7) for _ in range(200)])
-    vocab: set[str] = set()
-    if type(rng) is not random.Random or not _CHOICES_INLINE:
-        while len(vocab) < size:
-            vocab.add("".join(rng.choices(string.ascii_lowercase, k=wordlen)))
-        return vocab
-    while len(vocab) < size:  # one word per loop as before: a batch of m words adds at most m
-        m = size - len(vocab)
-        letters = _letters(rng, m * wordlen)
-        vocab.update(["".join(letters[i:i + wordlen]) for i in range(0, m * wordlen, wordlen)])
-    return vocab
+    RULER draws a vocabulary this way (its words are `random.choices` of the letters) as a set,
+    sorts and shuffles it; the first-drawn order of distinct uniform words is already a uniformly
+    random order, so neither is needed. Letters come from `rng.randbytes` through `bytes.translate`
+    (C speed; the per-letter `choices` walk cost ~0.1 ms per fwe sample at 16K).
+    """
+    seen: dict[str, None] = {}
+    letters = ""
+    while len(seen) < count:  # a batch of m words adds at most m: never more than `count`
+        need = (count - len(seen)) * wordlen
+        while len(letters) < need:
+            more = need - len(letters)
+            letters += rng.randbytes(more + more // 8 + 8).translate(_LETTER_OF_BYTE, _REJECT).decode("ascii")
+        seen.update(dict.fromkeys([letters[i:i + wordlen] for i in range(0, need, wordlen)]))
+        letters = letters[need:]
+    return list(seen)
 
 
 class FreqWords(Task):
@@ -98,40 +104,68 @@ class FreqWords(Task):
         as_number(p, "vocab_size", int)
         return p
 
+    def _law(self, ctx: Context) -> tuple[int, float, int, list[float], list[float], list[int] | None]:
+        """(size, zeta, n_max, powers, weights, thresholds) of the batch, computed once."""
+        law = ctx.shared.get("fwe_law")
+        if law is None:
+            p = ctx.params
+            # RULER: vocabulary size max_seq_length // 50 unless given
+            size = max(4, ctx.limit // 50 if p["vocab_size"] < 0 else p["vocab_size"])
+            z = zeta(p["alpha"])
+            n_max = 2 * ctx.limit + 16  # N is the Zipf scale; the list holds about 0.98 N words of >= 1 token
+            # Rank k appears int(N k^-alpha / zeta) times; ranks past the last with a count at n_max
+            # appear in no prompt (float(n) * p / z is monotone in n), so only ranks up to there get
+            # words: ~140 of RULER's 326 at 16K, which the fit would otherwise count and sum ~35
+            # times per sample. At least 5 ranks: the answers and the check that they lead.
+            powers = [k ** -p["alpha"] for k in range(1, size + 1)]
+            top = max(min(size, 5), max((k + 1 for k, c in enumerate(_zipf(n_max, powers, z)) if c), default=0))
+            powers = powers[:top]
+            weights = [pk / z for pk in powers]
+            # thresholds[k]: the smallest n at which rank k's term int(n * w_k) of `cost` is non-zero;
+            # with falling weights (as k^-alpha falls) cost(n) sums only the ranks below
+            # bisect(thresholds, n): ~30-90 of ~70-140 at the sizes the search tries
+            thresholds: list[int] | None = [_first_nonzero(w) for w in weights]
+            if not all(a <= b for a, b in pairwise(thresholds)):
+                thresholds = None
+            law = ctx.shared["fwe_law"] = (size, z, n_max, powers, weights, thresholds)
+        return law
+
     def draft(self, ctx: Context, index: int, rng: random.Random) -> tuple[Draft, int]:
         p = ctx.params
-        # RULER: vocabulary size max_seq_length // 50 unless given
-        size = max(4, ctx.limit // 50 if p["vocab_size"] < 0 else p["vocab_size"])
-        words = sorted(coded_words(rng, size, p["coded_wordlen"]))
-        fast_shuffle(words, rng)
-        words[0] = "..."  # the top-ranked "word" is noise
+        size, z, n_max, powers, weights, thresholds = self._law(ctx)
+        top = len(powers)
+        # rank 1 is the noise "word" '...' (RULER draws a word there and overwrites it)
+        words = ["...", *coded_words(rng, top - 1, p["coded_wordlen"])]
         layout_seed = rng.getrandbits(64)
         spaced = [" " + w for w in words]
         wc = ctx.counter.word_counts(words)  # = segment_counts(spaced), without caching one-off words
-        z = zeta(p["alpha"])
-        powers = [k ** -p["alpha"] for k in range(1, size + 1)]
-        weights = [pk / z for pk in powers]
         answer_prefix = FWE_ANSWER_PREFIX
-        top, bottom = split_template(FWE_TEMPLATE)
+        top_text, bottom = split_template(FWE_TEMPLATE)
 
         def render(n: int, shuffle: bool = True) -> Draft:
-            lst: list[str] = []
-            for w, c in zip(spaced, _zipf(n, powers, z)):
+            counts = _zipf(n, powers, z)
+            others: list[str] = []  # every entry but the noise, rank by rank
+            for w, c in zip(spaced[1:], counts[1:]):
                 if c:
-                    lst += [w] * c
+                    others += [w] * c
+            total = counts[0] + len(others)
             if shuffle:
-                fast_shuffle(lst, random.Random(layout_seed))
+                # a uniformly random order of the whole list, walking only the non-noise entries
+                lst = arrange(others, spaced[0], total, random.Random(layout_seed))
+            else:
+                lst = [spaced[0]] * counts[0] + others
             if lst:
                 lst[0] = lst[0][1:]  # " ".join(lst): no space before the first word
-            parts = ctx.template.wrap_parts(join_parts(top, lst, "", bottom))
+            parts = ctx.template.wrap_parts(join_parts(top_text, lst, "", bottom))
             return Draft("", answer_prefix, words[1:4], n=n, parts=parts)
 
         base = ctx.count(render(0))
 
         def cost(n: int) -> int:
-            # sum(int(n * w) * c): the search calls this ~40 times per sample over ~N/50 words;
-            # map chains run it in C (float(n) * w is n * w exactly, n < 2**53)
-            return base + sum(map(mul, map(int, map(float(n).__mul__, weights)), wc))
+            # sum(int(n * w) * c): the search calls this ~35 times per sample; map chains run it in
+            # C (float(n) * w is n * w exactly, n < 2**53); `repeat(_, k)` stops the chain at k terms
+            k = top if thresholds is None else bisect_right(thresholds, n)
+            return base + sum(map(mul, map(int, map(mul, weights, repeat(float(n), k))), wc))
 
         count_n = None
         n0 = math.floor(z) + 1  # the smallest list holding the noise word: n0 / zeta >= 1
@@ -145,9 +179,8 @@ class FreqWords(Task):
                 counts = _zipf(n, powers, z)
                 return frame + sum(map(mul, counts, wc)) if counts[0] else base
 
-        # N is the Zipf scale; the list holds about 0.98 N words of at least one token each
-        d, t = fit_shuffled(ctx, render, cost, 2 * ctx.limit + 16, count_n)
-        counts = zipf_counts(d.n, size, p["alpha"])
+        d, t = fit_shuffled(ctx, render, cost, n_max, count_n)
+        counts = _zipf(d.n, powers, z)
         if size > 4 and not counts[1] > counts[2] > counts[3] > counts[4]:
             raise SpanlabError(f"max_length={ctx.max_length} is too short for fwe: the three answers are not "
                                "the three most frequent words; raise the length")

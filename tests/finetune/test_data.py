@@ -51,6 +51,22 @@ def test_cache_is_reused_and_invalidated_by_edits(tmp_path, tokenizer):
     assert edited.directory != first.directory and len(edited) == 71
 
 
+def test_cache_missing_or_truncated_tokens_is_rebuilt(tmp_path, tokenizer):
+    # A cache directory copied without its token file (an archive that left out *.bin) or cut short
+    # by a full disk must be rebuilt, not memory-mapped into a crash or a short stream.
+    f = tmp_path / "a.txt"
+    f.write_text("w1 w2 " * 50)
+    first = build_token_cache(f, tokenizer, tmp_path / "cache", progress=False)
+    want = np.array(first.tokens)
+    (first.directory / "tokens.bin").unlink()
+    again = build_token_cache(f, tokenizer, tmp_path / "cache", progress=False)
+    assert again.directory == first.directory and np.array_equal(np.array(again.tokens), want)
+    with open(again.directory / "tokens.bin", "r+b") as fh:
+        fh.truncate(8)
+    third = build_token_cache(f, tokenizer, tmp_path / "cache", progress=False)
+    assert np.array_equal(np.array(third.tokens), want)
+
+
 def test_packing_is_contiguous_without_padding():
     tokens = np.arange(103, dtype=np.uint32)
     ds = PackedDataset(tokens, 10)

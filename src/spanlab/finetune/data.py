@@ -103,6 +103,15 @@ class TokenCache:
         return int(self.meta["num_tokens"])
 
 
+def _complete(directory: Path) -> bool:
+    """A cache is usable only with its meta and a token file of the length the meta states."""
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+        return (directory / "tokens.bin").stat().st_size == 4 * int(meta["num_tokens"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def build_token_cache(
     source: str | Path,
     tokenizer: Any,
@@ -126,8 +135,12 @@ def build_token_cache(
     key = hashlib.sha256(json.dumps(key_material, sort_keys=True).encode()).hexdigest()[:20]
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = root / key
-    if (target / "meta.json").is_file():
+    if _complete(target):
         return TokenCache(target)
+    if target.exists():  # partial copy (e.g. archived without its tokens.bin): build it again
+        import shutil
+
+        shutil.rmtree(target, ignore_errors=True)
 
     tmp = root / f"{key}.tmp{os.getpid()}"
     tmp.mkdir(parents=True, exist_ok=True)

@@ -224,25 +224,8 @@ def select_blocks(
     """The retrieved blocks for every (batch, query head, chunk): (B, H, nc, min(top_k, nb)) long.
 
     `impl` ("torch" / "triton") picks the block-statistics implementation; default: see `_stats_impl`."""
-    B, H, L, _ = q.shape
-    nb = L // block_size
-    nc = -(-L // chunk_size)
-    if selection == "none" or top_k == 0 or nb == 0:
-        return torch.zeros((B, H, nc, 0), dtype=torch.long, device=q.device)
-    if selection == "random":
-        scores = random_scores((B, H, nc, nb), generator, q.device)
-        return top_blocks(scores, chunk_size, block_size, top_k)
-    kind = "landmark" if selection == "landmark" else "relevance"
-    if _stats_impl(q, impl) == "triton":  # two kernels: block statistics, then relevance + top-k
-        from spanlab.attention import selection_triton
-
-        c, block_sums = selection_triton.block_stats(q, k, v, block_size, kind)
-        qsum = None if chunk_size % block_size == 0 else chunk_query_sums(q, chunk_size, c.dtype)
-        return selection_triton.top_blocks_from_stats(
-            c, block_sums, L, chunk_size=chunk_size, block_size=block_size, top_k=top_k, qsum=qsum
-        )
-    scores = relevance_scores(q, k, v, chunk_size=chunk_size, block_size=block_size, kind=kind, impl=impl)
-    return top_blocks(scores, chunk_size, block_size, top_k)
+    return select_blocks_deferred(q, k, v, chunk_size=chunk_size, block_size=block_size, top_k=top_k,
+                                  selection=selection, generator=generator, impl=impl)()
 
 
 def select_blocks_deferred(
@@ -255,13 +238,14 @@ def select_blocks_deferred(
     top_k: int,
     selection: str,
     generator: torch.Generator | None,
+    impl: str | None = None,
 ) -> Callable[[], torch.Tensor]:
     """`select_blocks` in two steps, for the attention call's launch order: this call launches
     what can run at once (the block-statistics kernel, on the Triton path), the returned function
     finishes the choice (relevance and top-k) and returns what `select_blocks` would."""
     L = q.shape[2]
     kind = "landmark" if selection == "landmark" else "relevance"
-    if selection in ("relevance", "landmark") and top_k > 0 and L // block_size > 0 and _stats_impl(q, None) == "triton":
+    if selection in ("relevance", "landmark") and top_k > 0 and L // block_size > 0 and _stats_impl(q, impl) == "triton":
         from spanlab.attention import selection_triton
 
         c, block_sums = selection_triton.block_stats(q, k, v, block_size, kind)
@@ -271,6 +255,32 @@ def select_blocks_deferred(
             top_k=top_k, qsum=qsum,
         )
     return functools.partial(
-        select_blocks, q, k, v, chunk_size=chunk_size, block_size=block_size, top_k=top_k, selection=selection,
-        generator=generator,
+        _select_blocks_torch, q, k, v, chunk_size=chunk_size, block_size=block_size, top_k=top_k,
+        selection=selection, generator=generator, impl=impl,
     )
+
+
+def _select_blocks_torch(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    chunk_size: int,
+    block_size: int,
+    top_k: int,
+    selection: str,
+    generator: torch.Generator | None,
+    impl: str | None,
+) -> torch.Tensor:
+    """Every case but relevance/landmark on the Triton block statistics (`select_blocks_deferred`)."""
+    B, H, L, _ = q.shape
+    nb = L // block_size
+    nc = -(-L // chunk_size)
+    if selection == "none" or top_k == 0 or nb == 0:
+        return torch.zeros((B, H, nc, 0), dtype=torch.long, device=q.device)
+    if selection == "random":
+        scores = random_scores((B, H, nc, nb), generator, q.device)
+        return top_blocks(scores, chunk_size, block_size, top_k)
+    kind = "landmark" if selection == "landmark" else "relevance"
+    scores = relevance_scores(q, k, v, chunk_size=chunk_size, block_size=block_size, kind=kind, impl=impl)
+    return top_blocks(scores, chunk_size, block_size, top_k)

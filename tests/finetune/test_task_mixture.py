@@ -13,8 +13,7 @@ from spanlab.cli import main
 from spanlab.errors import SpanlabError
 from spanlab.finetune.config import FinetuneConfig
 from spanlab.finetune.data import task_mixture_data
-from spanlab.pretrain.data import answers_path
-from spanlab.pretrain.heldout import rare_tokens
+from spanlab.mixture import answers_path, rare_tokens
 
 CTX = 256
 

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 
 from spanlab.errors import SpanlabError
-from spanlab.pretrain import (
+from spanlab.mixture import (
     HeldOut,
     MixtureConfig,
+    StreamDataset,
     build_stream,
+    heldout_from_files,
     natural_text,
     rare_tokens,
 )
-from spanlab.pretrain.data import StreamDataset
 from spanlab.pretrain.run import (
     PretrainConfig,
-    heldout_from_files,
     parse_count,
     pretrain,
 )
@@ -105,7 +105,7 @@ def test_answer_spans_and_answer_only_labels(tmp_path, tok):
     answer + EOS (what evaluation scores) and text rows on every token."""
     import torch
 
-    from spanlab.pretrain.data import answers_path
+    from spanlab.mixture import answers_path
 
     mix = MixtureConfig(context=256, seed=3, task_fraction=0.5, tasks=("niah_single_1", "niah_single_2"))
     path = build_stream(mix, 16, tokenizer=tok, cache_dir=tmp_path, workers=1, progress=False)

@@ -291,23 +291,16 @@ def task_mixture_data(
     text_field: str = "text",
     progress: bool = True,
 ) -> Any:
-    """The pre-training mixture of spanlab.pretrain continued at the fine-tuning context: `num_rows`
+    """The pre-training mixture (spanlab.mixture) continued at the fine-tuning context: `num_rows`
     rows of `context` tokens, a `task_fraction` of them RULER-format task samples at lengths
     context/4 .. context (answer loss with `loss="answers"`), the rest windows of the natural text
     (`text_source`, default the essays pre-training read).
 
-    Evaluation answers stay out as in pre-training (spanlab.pretrain.heldout): task samples draw
+    Evaluation answers stay out as in pre-training (spanlab.mixture.heldout): task samples draw
     seeds from 2**40 up, and every rare token (needle number, UUID, key, variable name) of the
     `heldout` evaluation samples is rewritten wherever a task row would contain it.
     """
-    from spanlab.pretrain.data import (
-        DEFAULT_TASKS,
-        MixtureConfig,
-        StreamDataset,
-        build_stream,
-    )
-    from spanlab.pretrain.heldout import HeldOut
-    from spanlab.pretrain.run import heldout_from_files
+    from spanlab.mixture import DEFAULT_TASKS, HeldOut, MixtureConfig, StreamDataset, build_stream, heldout_from_files
 
     mix = MixtureConfig(context=context, seed=seed, task_fraction=task_fraction,
                         tasks=tuple(tasks) if tasks else DEFAULT_TASKS)

@@ -1,17 +1,19 @@
-"""Pre-training data and recipe for the zoo: one deterministic token stream for every architecture.
+"""Pre-training recipe for the zoo: one deterministic token stream for every architecture.
 
-See `spanlab.pretrain.data` for the mixture and `spanlab.pretrain.heldout` for how evaluation
-needles are kept out of it.
+The stream itself (mixture, held-out needles) lives in `spanlab.mixture`, shared with fine-tuning;
+its names are re-exported here because pre-training is where most callers meet them.
 """
 
-from spanlab.pretrain.data import (
+from spanlab.mixture import (
     DEFAULT_TASKS,
+    TRAIN_SEED_BASE,
+    HeldOut,
     MixtureConfig,
     StreamDataset,
     build_stream,
     natural_text,
+    rare_tokens,
 )
-from spanlab.pretrain.heldout import TRAIN_SEED_BASE, HeldOut, rare_tokens
 
 __all__ = [
     "DEFAULT_TASKS",

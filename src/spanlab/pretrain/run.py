@@ -14,21 +14,20 @@ import json
 import math
 import re
 import time
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from spanlab.errors import SpanlabError
-from spanlab.pretrain.data import (
+from spanlab.mixture import (
     DEFAULT_TASKS,
     LOSS_MODES,
+    HeldOut,
     MixtureConfig,
     StreamDataset,
     build_stream,
-    natural_text,
+    heldout_from_files,
 )
-from spanlab.pretrain.heldout import HeldOut
 
 SUMMARY_FILE = "pretrain.json"
 # Peak learning rates that train each size stably in bf16 (smaller models tolerate larger steps).
@@ -64,7 +63,7 @@ class PretrainConfig:
     gradient_checkpointing: bool = False
     task_fraction: float = 0.25
     tasks: tuple[str, ...] = DEFAULT_TASKS
-    loss: str = "all"  # all | answers (task rows: loss on the answer only; spanlab.pretrain.data)
+    loss: str = "all"  # all | answers (task rows: loss on the answer only; spanlab.mixture.stream)
     heldout: list[str] = field(default_factory=list)  # JSONL sample files kept out of training
     save_every: int = 200
     data_workers: int | None = None  # None = every core
@@ -97,28 +96,6 @@ def labeled_positions_loss(model: Any, batch: dict[str, Any]) -> Any:
     keep = target != -100
     logits = head(hidden[:, :-1][keep]).float()
     return F.cross_entropy(logits, target[keep])
-
-
-def heldout_from_files(paths: Iterable[str | Path]) -> HeldOut:
-    """The held-out set from evaluation sample files (JSONL, or folders of them)."""
-    texts: list[str] = []
-    for p in paths:
-        p = Path(p)
-        files = sorted(p.rglob("*.jsonl")) if p.is_dir() else [p]
-        if not files or not all(f.is_file() for f in files):
-            raise SpanlabError(f"held-out samples {p} not found; pass JSONL files written by `spanlab generate`")
-        for f in files:
-            with open(f, encoding="utf-8") as fh:
-                for line in fh:
-                    if line.strip():
-                        try:
-                            d = json.loads(line)
-                        except json.JSONDecodeError:
-                            continue  # not a sample file (e.g. a journal with partial lines)
-                        if "input" in d:
-                            texts.append(d["input"])
-                            texts.extend(str(o) for o in d.get("outputs", []))
-    return HeldOut(texts, corpus_text=natural_text())
 
 
 def plot_loss_curves(logs: dict[str, Path], out_png: Path, *, title: str = "pre-training loss") -> Path:

@@ -152,7 +152,7 @@ class StudyConfig(_Strict):
         for b in self.finetune_eval or []:
             if b not in blocks:
                 raise ValueError(f"finetune_eval: {b!r} is not an eval block name")
-        from spanlab.pretrain.heldout import TRAIN_SEED_BASE
+        from spanlab.mixture.heldout import TRAIN_SEED_BASE
 
         if self.seed >= TRAIN_SEED_BASE:
             raise ValueError(f"seed must be below {TRAIN_SEED_BASE} (higher seeds are reserved for training data)")

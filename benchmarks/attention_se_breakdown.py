@@ -32,6 +32,7 @@ from spanlab.attention import se_memory_triton as smt
 from spanlab.attention.profile import FWD_BWD, attention_flops
 from spanlab.attention.se import se_attend
 from spanlab.attention.selection import select_blocks
+from spanlab.bench import peak_memory_gib, time_cuda
 
 H, D, S, K = 16, 128, 32, 8
 
@@ -52,19 +53,9 @@ MEMORY_CONFIGS = [
 ]
 
 
-def bench(fn, warmup=3, rep=10) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(rep):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        ts.append(a.elapsed_time(b))
-    return statistics.median(ts)
+def bench(fn) -> float:
+    """Median ms of 10 calls after 3 warm-up calls (spanlab.bench.time_cuda)."""
+    return time_cuda(fn, warmup=3, iters=10).median_ms
 
 
 def bench_kernel(fn, rep=30) -> float:
@@ -82,11 +73,7 @@ def bench_kernel(fn, rep=30) -> float:
 
 
 def peak(fn) -> float:
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    fn()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() / 2**30
+    return peak_memory_gib(fn, "cuda") or 0.0
 
 
 @contextmanager

@@ -16,28 +16,14 @@ import json
 
 import torch
 
-
-def bench(fn, reps: int = 20) -> float:
-    """Median ms over `reps` timed calls (CUDA events), after warm-up."""
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        ts.append(s.elapsed_time(e))
-    return sorted(ts)[len(ts) // 2]
+from spanlab.bench import time_cuda
 
 
 def copy_bandwidth(nbytes: int = 2 * 2**30) -> float:
     """Bytes/s of a large device-to-device copy, counting bytes read plus bytes written."""
     src = torch.empty(nbytes, device="cuda", dtype=torch.uint8)
     dst = torch.empty_like(src)
-    ms = bench(lambda: dst.copy_(src), reps=10)
+    ms = time_cuda(lambda: dst.copy_(src), warmup=3, iters=10).median_ms
     return 2 * nbytes / (ms / 1e3)
 
 
@@ -119,7 +105,7 @@ def main() -> None:
         try:
             out = fn()
             e = err(out) if "not equivalent" not in name else float("nan")
-            ms = bench(fn)
+            ms = time_cuda(fn, warmup=3, iters=20).median_ms
         except Exception as ex:  # noqa: BLE001 - a backend that refuses the inputs must not lose the others' numbers
             print(json.dumps({"variant": name, "error": repr(ex)[:200]}), flush=True)
             continue

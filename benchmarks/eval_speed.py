@@ -39,6 +39,8 @@ import time
 import torch
 import transformers as T
 
+from spanlab.bench import time_cuda
+
 PEAK = {"H100": 989e12, "H200": 989e12}
 
 
@@ -70,18 +72,9 @@ def flops_per_token(model, seq: int) -> float:
 
 
 def prefill(model, ids) -> float:
-    torch.cuda.synchronize()
+    """Median seconds of one forward (3 runs after a warm-up), CUDA events."""
     with torch.inference_mode():
-        model(ids, use_cache=False, logits_to_keep=1)  # warm-up
-        ts = []
-        for _ in range(3):
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            model(ids, use_cache=False, logits_to_keep=1)
-            e.record()
-            torch.cuda.synchronize()
-            ts.append(s.elapsed_time(e) / 1e3)
-    return sorted(ts)[1]
+        return time_cuda(lambda: model(ids, use_cache=False, logits_to_keep=1), warmup=1, iters=3).median_ms / 1e3
 
 
 def padded_batch(tok, prompts, device):
@@ -99,18 +92,8 @@ def prefill_batch(model, ids, mask) -> float:
 
 def prefill_timed(fn) -> float:
     """Median seconds of `fn` (3 runs after a warm-up; one when a run takes over a second), CUDA events."""
-    t = time.perf_counter()
-    fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(3 if time.perf_counter() - t < 1 else 1):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        ts.append(s.elapsed_time(e) / 1e3)
-    return sorted(ts)[len(ts) // 2]
+    first = time_cuda(fn, warmup=0, iters=1)  # the warm-up, timed to choose the repeats
+    return time_cuda(fn, warmup=0, iters=3 if first.median_ms < 1e3 else 1).median_ms / 1e3
 
 
 class StepTimer:

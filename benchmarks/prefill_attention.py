@@ -21,26 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 
 import torch
 import torch.nn.functional as F
 
+from spanlab.bench import time_cuda
 from spanlab.models.gqa_decode import prefill_rows, prefill_varlen
-
-
-def timed(fn, reps: int) -> float:
-    fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        ts.append(s.elapsed_time(e))
-    return statistics.median(ts)
 
 
 def full(q, k, v, backend: str | None, rep: bool = False):
@@ -100,7 +86,7 @@ def main() -> None:
         for name, fn in variants.items():
             row = {"shape": shape, "variant": name, "pad_fraction": round(sum(pads) / (b * n), 4)}
             try:
-                ms = timed(fn, args.reps)
+                ms = time_cuda(fn, warmup=1, iters=args.reps).median_ms
                 row.update(ms=round(ms, 3), tflops=round(flops / ms / 1e9, 1))
                 if name in ("rows", "varlen"):
                     out = fn().float()

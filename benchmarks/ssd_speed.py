@@ -18,6 +18,7 @@ import time
 import torch
 import transformers as T
 
+from spanlab.bench import time_cuda
 from spanlab.models import ssd
 
 
@@ -32,18 +33,8 @@ def mamba2(hidden: int, layers: int, vocab: int = 8192):
 
 def timed(fn, reps: int = 3) -> tuple[float, float]:
     """(median seconds, peak GiB) over `reps` calls after one warm-up."""
-    fn()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    ts = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        ts.append(s.elapsed_time(e) / 1e3)
-    return sorted(ts)[len(ts) // 2], torch.cuda.max_memory_allocated() / 2**30
+    t = time_cuda(fn, warmup=1, iters=reps, memory=True)
+    return t.median_ms / 1e3, t.peak_mem_gib or 0.0
 
 
 def use(scan: str) -> None:
@@ -116,9 +107,9 @@ def prefill_cases(scans, record) -> None:
             with torch.inference_mode():
                 if chunk:
                     plan = PrefillPlan("state", chunk, "cache_params", "cache_params")
-                    fn = (lambda ids=ids, mask=mask, plan=plan, m=model: prefill_state(m, plan, ids, mask))
+                    fn = (lambda ids=ids, mask=mask, plan=plan, m=model: prefill_state(m, plan, ids, mask))  # noqa: E731
                 else:
-                    fn = (lambda ids=ids, m=model: m(ids, use_cache=False, logits_to_keep=1))
+                    fn = (lambda ids=ids, m=model: m(ids, use_cache=False, logits_to_keep=1))  # noqa: E731
                 try:
                     t0 = time.perf_counter()
                     fn()

@@ -95,9 +95,3 @@ def group_scores(per_task: Mapping[str, float], groups: Mapping[str, Iterable[st
         out["Average"] = round(sum(out.values()) / len(out), 2)
     return out
 
-
-def average(per_task: Mapping[str, float]) -> float:
-    """Plain mean over tasks, as RULER's summary row."""
-    if not per_task:
-        raise ValueError("no task scores to average")
-    return round(sum(per_task.values()) / len(per_task), 2)

@@ -84,7 +84,3 @@ def read_run(rundir: str | os.PathLike) -> list[dict[str, Any]]:
             seen.setdefault(record_key(rec), rec)
     return list(seen.values())
 
-
-def done_ids(rundir: str | os.PathLike) -> set[str]:
-    """The prompts of a run that have an output (under at least one label)."""
-    return {r["id"] for r in read_run(rundir)}

@@ -179,11 +179,6 @@ def restore_attention(model: nn.Module) -> nn.Module:
     return model
 
 
-def current_variant(model: nn.Module) -> str:
-    hf = _hf_model(model)
-    return getattr(hf, "_spanlab_variant", "full")
-
-
 def patch_attention(model: nn.Module, variant: str, **params: Any) -> nn.Module:
     """Use attention `variant` in every attention layer of `model` (in place; returns `model`).
 
@@ -217,7 +212,6 @@ __all__ = [
     "IMPL_NAME",
     "VARIANTS",
     "attention_modules",
-    "current_variant",
     "install_attention",
     "patch_attention",
     "restore_attention",

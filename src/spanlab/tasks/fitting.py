@@ -10,10 +10,10 @@ settles after one or two full tokenisations.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Callable, Generic, Sequence, TypeVar
+from typing import Generic, TypeVar
 
 from spanlab.errors import SpanlabError
 
@@ -126,9 +126,6 @@ class PrefixCost:
 
     def __call__(self, n: int) -> int:
         return self.prefix[n]
-
-    def units_within(self, budget: float) -> int:
-        return max(0, bisect_right(self.prefix, budget) - 1)
 
 
 def top_up(fitted: Fit[R], n_of: Callable[[R], int], render: Callable[[int], R], count: Callable[[R], int],

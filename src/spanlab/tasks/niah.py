@@ -34,7 +34,6 @@ from spanlab.tasks.templates import (
 from spanlab.tasks.words import KEY_TYPES, distinct_values, value_drawer
 
 NEEDLE = "One of the special magic {type_needle_v} for {key} is: {value}."
-HAYSTACKS = ("essay", "repeat", "needle")
 _HAYSTACK_ALIASES = {"noise": "repeat", "repeat": "repeat", "essay": "essay", "needle": "needle"}
 # RULER's candidate depths: 40 evenly spaced percentages, rounded.
 RULER_DEPTHS = [round(100 * i / 39) for i in range(40)]

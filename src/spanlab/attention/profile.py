@@ -2,7 +2,7 @@
 
 A step is forward + backward of the attention op alone (`mode="op"`) or of a projection layer
 around it (`mode="layer"`: x -> QKV projection -> attention -> output projection). CUDA timings use
-events after warm-up and report the median of the repeats; peak memory is
+events after warm-up and report the median of the repeats (spanlab.bench.time_cuda); peak memory is
 `torch.cuda.max_memory_allocated` over one step, inputs and gradients included. Each finished
 configuration is appended (and flushed) to the CSV, and a rerun skips the rows already there.
 """
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import csv
 import math
-import statistics
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import torch
 
 from spanlab.attention.registry import VARIANTS, get_attention
+from spanlab.bench import peak_memory_gib, time_cuda
 from spanlab.errors import SpanlabError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -72,27 +71,6 @@ def attention_flops(variant: str, L: int, H: int, D: int, *, chunk_size: int, wi
     else:
         per_query = (min(chunk_size, L) + 1) / 2 + top_k * block_size
     return 4.0 * D * H * L * per_query
-
-
-def _time_step(step: Callable[[], None], warmup: int, repeats: int, cuda: bool) -> list[float]:
-    for _ in range(warmup):
-        step()
-    times = []
-    if cuda:
-        torch.cuda.synchronize()
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-    else:
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            step()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return times
 
 
 def _make_step(fn, mode: str, B: int, H: int, Hk: int, L: int, D: int, dtype, device, gen) -> Callable[[], None]:
@@ -210,15 +188,11 @@ def run_profile(
                 if cuda:
                     torch.cuda.empty_cache()
                 step = _make_step(fn, mode, batch, heads, Hk, L, head_dim, DTYPES[dtype], device, gen)
-                times = _time_step(step, warmup, repeats, cuda)
-                row.ms, row.ms_min, row.ms_max = statistics.median(times), min(times), max(times)
+                t = time_cuda(step, warmup=warmup, iters=repeats, device=device)
+                row.ms, row.ms_min, row.ms_max = t.median_ms, t.min_ms, t.max_ms
                 row.tflops = row.attn_tflop / (row.ms / 1e3)
                 if cuda:
-                    torch.cuda.synchronize()
-                    torch.cuda.reset_peak_memory_stats(device)
-                    step()
-                    torch.cuda.synchronize()
-                    row.peak_mem_gib = torch.cuda.max_memory_allocated(device) / 2**30
+                    row.peak_mem_gib = peak_memory_gib(step, device)  # type: ignore[assignment]
                 del step
             except torch.OutOfMemoryError:
                 row.status = "oom"
@@ -239,43 +213,3 @@ def _append(path: Path, row: ProfileRow) -> None:
             w.writeheader()
         w.writerow(asdict(row))
         fh.flush()
-
-
-def plot_rows(rows: list[ProfileRow], out_dir: Path, stem: str = "profile") -> list[Path]:
-    """Fig. 4-style plots: runtime vs length, peak memory vs length, runtime vs memory."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = [r for r in rows if r.status == "ok" and not math.isnan(r.ms)]
-    if len({r.mode for r in ok}) > 1:  # op and layer rows in one CSV: keep their curves apart
-        ok = [ProfileRow(**{**asdict(r), "label": f"{r.label} ({r.mode})"}) for r in ok]
-    labels = list(dict.fromkeys(r.label for r in ok))
-    paths = []
-    specs = [
-        ("runtime", "length", "ms", "sequence length (tokens)", "fwd+bwd time (ms)"),
-        ("memory", "length", "peak_mem_gib", "sequence length (tokens)", "peak memory (GiB)"),
-        ("runtime_vs_memory", "peak_mem_gib", "ms", "peak memory (GiB)", "fwd+bwd time (ms)"),
-    ]
-    for name, xs, ys, xl, yl in specs:
-        fig, ax = plt.subplots(figsize=(6, 4.2))
-        for lab in labels:
-            pts = sorted((getattr(r, xs), getattr(r, ys)) for r in ok if r.label == lab)
-            pts = [p for p in pts if not (math.isnan(p[0]) or math.isnan(p[1]))]
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=lab)
-        ax.set_xlabel(xl)
-        ax.set_ylabel(yl)
-        if xs == "length":
-            ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.grid(True, which="both", alpha=0.3)
-        if ax.get_lines():
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        p = out_dir / f"{stem}_{name}.png"
-        fig.savefig(p, dpi=120)
-        plt.close(fig)
-        paths.append(p)
-    return paths

@@ -47,7 +47,8 @@ def profile(
     from rich.console import Console
     from rich.table import Table
 
-    from spanlab.attention.profile import plot_rows, read_rows, run_profile
+    from spanlab.attention.profile import read_rows, run_profile
+    from spanlab.report.profile_plots import plot_profile_rows
 
     if warmup < 0 or repeats < 1:
         raise SpanlabError("--warmup must be >= 0 and --repeats >= 1")
@@ -79,6 +80,6 @@ def profile(
         table.add_row(r.label, str(r.length), f"{r.ms:.3f}", f"{r.peak_mem_gib:.2f}", f"{r.tflops:.1f}", r.status)
     Console().print(table)
     if plots and rows:
-        for p in plot_rows(rows, out):
+        for p in plot_profile_rows(rows, out):
             console.print(f"wrote {p}")
     console.print(f"wrote {csv_path}")

@@ -98,30 +98,6 @@ def labeled_positions_loss(model: Any, batch: dict[str, Any]) -> Any:
     return F.cross_entropy(logits, target[keep])
 
 
-def plot_loss_curves(logs: dict[str, Path], out_png: Path, *, title: str = "pre-training loss") -> Path:
-    """One loss-vs-tokens line per run (a study overlays all architectures)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, log in logs.items():
-        recs = [json.loads(l) for l in Path(log).read_text().splitlines() if l.strip()]
-        if recs:
-            ax.plot([r["tokens"] for r in recs], [r["loss"] for r in recs], label=name, linewidth=1.2)
-    ax.set_xlabel("tokens")
-    ax.set_ylabel("train loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if logs:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=120)
-    plt.close(fig)
-    return out_png
-
-
 def prepare_stream(cfg: PretrainConfig, *, world_size: int = 1, tokenizer: Any = None, progress: bool | None = None,
                    with_heldout: bool = False) -> Any:
     """Build (or find cached) the token stream `cfg` trains on; returns its path (and the held-out
@@ -205,6 +181,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     if acc.is_main_process:
         assert result.final_dir is not None
         tok.save_pretrained(str(result.final_dir))
+        from spanlab.report.training_plots import plot_loss_curves
+
         plot_loss_curves({arch: result.log_path}, out / "loss_curve.png", title=f"{arch} {cfg.size} @ {cfg.context}")
         summary = {
             "arch": arch,

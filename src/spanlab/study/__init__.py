@@ -5,6 +5,7 @@
 """
 
 from spanlab.study.config import StudyConfig, find_config, load_study, resolve_length
-from spanlab.study.runner import STEPS_FILE, Study
+from spanlab.study.context import STEPS_FILE, StudyContext
+from spanlab.study.runner import Study
 
-__all__ = ["STEPS_FILE", "Study", "StudyConfig", "find_config", "load_study", "resolve_length"]
+__all__ = ["STEPS_FILE", "Study", "StudyConfig", "StudyContext", "find_config", "load_study", "resolve_length"]

@@ -1,0 +1,54 @@
+"""Fig. 4-style figures of an attention profile (`spanlab profile`, a study's `profile` step).
+
+The rows are `spanlab.attention.profile.ProfileRow`s; only their fields are read here, so the
+report layer does not import the attention package (nor torch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def plot_profile_rows(rows: Sequence[Any], out_dir: Path, stem: str = "profile") -> list[Path]:
+    """Runtime vs length, peak memory vs length, runtime vs memory: `<stem>_{runtime,memory,
+    runtime_vs_memory}.png` in `out_dir`; returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed (CI, GPU boxes)
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r.status == "ok" and not math.isnan(r.ms)]
+    if len({r.mode for r in ok}) > 1:  # op and layer rows in one CSV: keep their curves apart
+        ok = [dataclasses.replace(r, label=f"{r.label} ({r.mode})") for r in ok]
+    labels = list(dict.fromkeys(r.label for r in ok))
+    paths = []
+    specs = [
+        ("runtime", "length", "ms", "sequence length (tokens)", "fwd+bwd time (ms)"),
+        ("memory", "length", "peak_mem_gib", "sequence length (tokens)", "peak memory (GiB)"),
+        ("runtime_vs_memory", "peak_mem_gib", "ms", "peak memory (GiB)", "fwd+bwd time (ms)"),
+    ]
+    for name, xs, ys, xl, yl in specs:
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        for lab in labels:
+            pts = sorted((getattr(r, xs), getattr(r, ys)) for r in ok if r.label == lab)
+            pts = [p for p in pts if not (math.isnan(p[0]) or math.isnan(p[1]))]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=lab)
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        if xs == "length":
+            ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_lines():
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        p = out_dir / f"{stem}_{name}.png"
+        fig.savefig(p, dpi=120)
+        plt.close(fig)
+        paths.append(p)
+    return paths

@@ -74,9 +74,17 @@ def setup_ruler(scratch: Path, mirror: str) -> tuple[Path, Path]:
 def ruler_cmd(synthetic: Path, task: str, length: int, n: int, out: Path, tok_dir: Path) -> list[str]:
     sys.path.insert(0, str(synthetic))
     script, args, family = TASKS[task]
-    from spanlab.tasks.templates import (CWE_ANSWER_PREFIX, CWE_TEMPLATE, FWE_ANSWER_PREFIX, FWE_TEMPLATE,
-                                         NIAH_ANSWER_PREFIX, NIAH_TEMPLATE, TOKENS_TO_GENERATE, VT_ANSWER_PREFIX,
-                                         VT_TEMPLATE)
+    from spanlab.tasks.templates import (
+        CWE_ANSWER_PREFIX,
+        CWE_TEMPLATE,
+        FWE_ANSWER_PREFIX,
+        FWE_TEMPLATE,
+        NIAH_ANSWER_PREFIX,
+        NIAH_TEMPLATE,
+        TOKENS_TO_GENERATE,
+        VT_ANSWER_PREFIX,
+        VT_TEMPLATE,
+    )
 
     tmpl = {"niah": NIAH_TEMPLATE + NIAH_ANSWER_PREFIX, "variable_tracking": VT_TEMPLATE + VT_ANSWER_PREFIX,
             "common_words_extraction": CWE_TEMPLATE + CWE_ANSWER_PREFIX,

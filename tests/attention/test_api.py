@@ -4,12 +4,11 @@ import csv
 
 import pytest
 import torch
+from attn_helpers import rand_qkv
 
 from spanlab.attention import VARIANTS, get_attention, sliding_window_attention
 from spanlab.cli import main
 from spanlab.errors import SpanlabError
-
-from attn_helpers import rand_qkv
 
 
 def test_variants_and_dispatch():

@@ -2,10 +2,9 @@
 
 import pytest
 import torch
+from attn_helpers import rand_qkv, reference, rel_err
 
 from spanlab.attention import get_attention
-
-from attn_helpers import rand_qkv, reference, rel_err
 
 SHAPES = [  # B, H, H_kv, L, D  (L deliberately not a multiple of chunk or block sizes)
     (2, 4, 2, 203, 32),

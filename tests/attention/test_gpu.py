@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from attn_helpers import blocks_as_lists, rand_qkv, reference, rel_err
 
 from spanlab.attention import get_attention
 from spanlab.attention.selection import select_blocks
-
-from attn_helpers import blocks_as_lists, rand_qkv, reference, rel_err
 
 pytestmark = pytest.mark.gpu
 

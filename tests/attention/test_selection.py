@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from attn_helpers import blocks_as_lists, rand_qkv
 
 from spanlab.attention import naive, se_attention
 from spanlab.attention.selection import (
@@ -15,8 +16,6 @@ from spanlab.attention.selection import (
     valid_counts,
 )
 from spanlab.errors import SpanlabError
-
-from attn_helpers import blocks_as_lists, rand_qkv
 
 
 @pytest.mark.parametrize("selection", ["relevance", "landmark", "random"])

@@ -11,7 +11,7 @@ from spanlab.tasks import generate
 @pytest.mark.parametrize("task", ["qa_1", "qa_2"])
 def test_qa_gold_in_context_and_length(task, qa_dir, any_tokenizer):
     samples = generate(task, length=2048, num_samples=4, tokenizer=any_tokenizer, qa_data=str(qa_dir))
-    for i, s in enumerate(samples):
+    for s in samples:
         assert s.answer_prefix == " Answer:"
         assert s.length == len(any_tokenizer.tokenize(s.input + s.answer_prefix)) + 32
         assert 0.95 * 2048 <= s.length <= 2048

@@ -222,7 +222,7 @@ def convert_state(cfg: dict[str, Any], sd: dict[str, Any], *, target: str | None
 def _materialise_buffers(model, config):
     import torch
 
-    for name, mod in model.named_modules():
+    for mod in model.modules():
         if hasattr(mod, "inv_freq") and mod.inv_freq.is_meta:
             with torch.device("cpu"):
                 fresh = type(mod)(config=config)

@@ -11,7 +11,8 @@ Public API:
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from spanlab.errors import SpanlabError
 from spanlab.tasks.base import AdditivityMismatch, Context, Task

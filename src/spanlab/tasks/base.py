@@ -6,8 +6,9 @@ import hashlib
 import json.encoder
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from spanlab.errors import SpanlabError
 from spanlab.tasks.fitting import fit

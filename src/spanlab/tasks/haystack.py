@@ -7,8 +7,9 @@ sample (and every task) sharing a tokenizer reuses them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from operator import itemgetter
-from typing import Any, Callable
+from typing import Any
 
 from spanlab.tasks.essays import corpus_digest, essay_sentences
 from spanlab.tasks.fitting import PrefixCost

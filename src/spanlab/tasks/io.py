@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from spanlab.errors import SpanlabError
 from spanlab.tasks.sample import Sample

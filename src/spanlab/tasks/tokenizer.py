@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from importlib import resources
 from itertools import compress, islice
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from spanlab.errors import SpanlabError
 

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from spanlab.attention.registry import VARIANTS
 from spanlab.errors import SpanlabError
 
 IMPL_NAME = "spanlab"
-VARIANTS = ("full", "sw", "s2", "se", "se-nomem", "se-random", "se-landmark")
 _ORIGINAL_ATTR = "_spanlab_original_attn_implementation"
 _FN_ATTR = "_spanlab_attention"
 
@@ -187,25 +187,21 @@ def current_variant(model: nn.Module) -> str:
 def patch_attention(model: nn.Module, variant: str, **params: Any) -> nn.Module:
     """Use attention `variant` in every attention layer of `model` (in place; returns `model`).
 
-    variant: full | sw (window=) | s2 (group_size=) | se (chunk_size=, block_size=32, top_k=8,
-    selection=relevance|random|none) | se-nomem | se-random | se-landmark. `full` restores the
-    model's native implementation. Non-full variants need unpadded sequences and no KV cache.
+    variant: any patchable entry of `spanlab.attention.VARIANTS` — built in: full | sw (window=) |
+    s2 (group_size=) | se (chunk_size=, block_size=32, top_k=8) | se-nomem | se-random |
+    se-landmark. A `native` variant (full) restores the model's own implementation, which also
+    handles KV caches and padding; the others need unpadded sequences and no KV cache.
     """
-    if variant not in VARIANTS:
-        raise SpanlabError(f"unknown attention variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    spec = VARIANTS.get_spec(variant, patchable=True)
     hf = _hf_model(model)
-    if variant == "full":
+    if spec.native:
         if params:
-            raise SpanlabError(f"full attention takes no parameters, got {sorted(params)}")
+            raise SpanlabError(f"{variant} attention takes no parameters, got {sorted(params)}")
         restore_attention(model)
-        hf._spanlab_variant = "full"
+        hf._spanlab_variant = variant
         return model
     try:
-        from spanlab.attention import get_attention
-    except ImportError as e:  # pragma: no cover - the attention package ships with spanlab
-        raise SpanlabError(f"spanlab.attention is unavailable ({e}); reinstall spanlab") from None
-    try:
-        fn = get_attention(variant, **params)
+        fn = spec.build(**params)
     except TypeError as e:
         raise SpanlabError(f"bad parameters for attention variant {variant!r}: {e}") from None
     install_attention(model, fn)

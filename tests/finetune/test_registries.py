@@ -23,7 +23,14 @@ from spanlab.attention.registry import (
     unregister_variant,
 )
 from spanlab.errors import SpanlabError
-from spanlab.models.arch import ARCHS, GENERIC, ArchProfile, profile_for, register_arch, unregister_arch
+from spanlab.models.arch import (
+    ARCHS,
+    GENERIC,
+    ArchProfile,
+    profile_for,
+    register_arch,
+    unregister_arch,
+)
 
 TOY = "toy-blocklocal"
 
@@ -185,7 +192,7 @@ def test_toy_variant_in_cli_help():
                 pass
         print("torch loaded:", "torch" in sys.modules)
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False,
                          env={**os.environ, "COLUMNS": "200"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.count(TOY) >= 2  # in both commands' --attention / --variants help
@@ -210,7 +217,12 @@ def test_builtin_profiles_cover_the_families():
 
 
 def test_toy_arch_is_found_and_patched_with_se(toy_arch):
-    from spanlab.finetune.patching import attention_modules, install_attention, patch_attention, restore_attention
+    from spanlab.finetune.patching import (
+        attention_modules,
+        install_attention,
+        patch_attention,
+        restore_attention,
+    )
 
     model = tiny_toy_model()
     assert profile_for(model) is toy_arch and profile_for(model.config) is toy_arch

@@ -74,7 +74,8 @@ class VariantSpec:
     keys_per_query: Callable[[int, Mapping[str, Any]], float] | None = None
 
     def __post_init__(self) -> None:
-        if not self.name or self.name != self.name.strip() or "," in self.name:
+        # Names are typed on command lines and in comma-separated --variants lists.
+        if not self.name or any(c in self.name for c in ", \t\n"):
             raise SpanlabError(f"attention variant name {self.name!r} must be non-empty, without commas or spaces")
         names = [p.name for p in self.params]
         if len(set(names)) != len(names):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -57,20 +58,11 @@ class ProfileRow:
 def attention_flops(variant: str, L: int, H: int, D: int, *, chunk_size: int, window: int, group_size: int,
                     block_size: int, top_k: int) -> float:
     """Forward matmul FLOPs of the attention op counting only the keys each query may see
-    (4·D per query-key pair: QKᵀ and PV). SE counts M/2 causal keys plus k·S retrieved ones."""
-    per_query: float
-    if variant == "full":
-        per_query = (L + 1) / 2
-    elif variant == "sw":
-        W = min(window, L)
-        per_query = (W * (W + 1) / 2 + (L - W) * W) / L
-    elif variant == "s2":
-        per_query = (min(group_size, L) + 1) / 2
-    elif variant == "se-nomem":
-        per_query = (min(chunk_size, L) + 1) / 2
-    else:
-        per_query = (min(chunk_size, L) + 1) / 2 + top_k * block_size
-    return 4.0 * D * H * L * per_query
+    (4·D per query-key pair: QKᵀ and PV), from the variant's `keys_per_query` in the registry
+    (SE counts M/2 causal keys plus k·S retrieved ones). NaN for a variant that gives none."""
+    knobs = {"chunk_size": chunk_size, "window": window, "group_size": group_size, "block_size": block_size,
+             "top_k": top_k}
+    return 4.0 * D * H * L * VARIANTS.get_spec(variant).flops_keys(L, knobs)
 
 
 def _make_step(fn, mode: str, B: int, H: int, Hk: int, L: int, D: int, dtype, device, gen) -> Callable[[], None]:
@@ -101,17 +93,36 @@ def _make_step(fn, mode: str, B: int, H: int, Hk: int, L: int, D: int, dtype, de
     return step
 
 
+def _sweeps_chunks(variant: str) -> bool:
+    return "chunk_size" in VARIANTS[variant].param_names
+
+
 def configurations(variants: Iterable[str], chunk_sizes: Iterable[int]) -> list[tuple[str, str, int]]:
-    """(variant, label, chunk_size): SE variants get one row per chunk size."""
+    """(variant, label, chunk_size): variants with a chunk size (SE) get one row per chunk size."""
     out = []
+    chunk_sizes = list(chunk_sizes)
     for v in variants:
-        if v not in VARIANTS:
-            raise SpanlabError(f"unknown attention variant {v!r}; choose from {', '.join(VARIANTS)}")
-        if v.startswith("se"):
+        VARIANTS.get_spec(v)  # a clear error for an unknown name
+        if _sweeps_chunks(v):
             out.extend((v, f"{v}[M={m}]", m) for m in chunk_sizes)
         else:
             out.append((v, v, 0))
     return out
+
+
+def variant_params(variant: str, knobs: dict[str, int]) -> dict[str, int]:
+    """The profile's knobs (window, group_size, chunk_size, block_size, top_k) that `variant` takes."""
+    return {name: knobs[name] for name in VARIANTS[variant].param_names if name in knobs}
+
+
+def display_label(label: str) -> str:
+    """A row label as reports show it: the registry's display name, `se[M=2048]` -> `SE-Attn (M=2048)`.
+    Labels of variants not registered in this process (an old CSV) stay as they are."""
+    m = re.match(r"^([^\[\s]+)(?:\[([^\]]*)\])?(.*)$", label)
+    spec = VARIANTS.get(m[1]) if m else None
+    if spec is None:
+        return label
+    return spec.display + (f" ({m[2]})" if m[2] else "") + m[3]
 
 
 def read_rows(path: Path) -> list[ProfileRow]:
@@ -176,9 +187,8 @@ def run_profile(
                              top_k, math.nan, math.nan, math.nan, math.nan, 0.0, math.nan, dev_name, "ok")
             if row.key() in done:
                 continue
-            params = {"full": {}, "sw": {"window": window}, "s2": {"group_size": G}}.get(
-                variant, {"chunk_size": M, "block_size": block_size, "top_k": top_k}
-            )
+            params = variant_params(variant, {"window": window, "group_size": G, "chunk_size": M,
+                                              "block_size": block_size, "top_k": top_k})
             fn = get_attention(variant, **params)
             fwd = attention_flops(variant, L, heads, head_dim, chunk_size=M, window=window, group_size=G,
                                   block_size=block_size, top_k=top_k) * batch

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from spanlab.attention.registry import VARIANTS
 from spanlab.cli.app import app
 from spanlab.errors import SpanlabError
 
@@ -45,7 +46,7 @@ def finetune(
     heldout: list[str] | None = typer.Option(None, help="Eval sample JSONL files/folders whose needles task rows "
                                              "must not contain (repeatable)."),
     context: int | None = typer.Option(None, help="Training sequence length [8192]."),
-    attention: str | None = typer.Option(None, help="full | sw | s2 | se | se-nomem | se-random | se-landmark [se]."),
+    attention: str | None = typer.Option(None, help=f"{VARIANTS.help(patchable=True)} [se]."),
     window: int | None = typer.Option(None, help="SW window [context/4]."),
     group_size: int | None = typer.Option(None, help="S² group size [context/4]."),
     chunk_size: str | None = typer.Option(None, help="SE chunk size(s), comma-separated [context/4]."),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from spanlab.attention.registry import VARIANTS
 from spanlab.cli.app import app
 from spanlab.errors import SpanlabError
 
@@ -15,7 +16,7 @@ def ppl(
     model: str = typer.Option(..., help="Local HF model folder (e.g. OUT/merged of spanlab finetune)."),
     data: list[str] = typer.Option(..., help="Evaluation text: txt / jsonl / parquet file or folder (repeatable)."),
     lengths: str = typer.Option("2048,8192,16384,32768", help="Comma-separated window lengths."),
-    attention: str = typer.Option("full", help="full | sw | s2 | se | se-nomem | se-random | se-landmark."),
+    attention: str = typer.Option("full", help=f"{VARIANTS.help(patchable=True)}."),
     window: int | None = typer.Option(None, help="SW window."),
     group_size: int | None = typer.Option(None, help="S² group size."),
     chunk_size: int | None = typer.Option(None, help="SE chunk size."),
@@ -57,14 +58,11 @@ def ppl(
     streams = [build_token_cache(src, tokenizer, cache_dir, text_field=text_field, progress=progress).tokens for src in data]
     tokens = streams[0] if len(streams) == 1 else np.concatenate([np.asarray(s) for s in streams])
     net = load_base_model(model, dtype=dtypes[dtype]).to(device)
-    params: dict = {}
-    if attention == "sw":
-        params = {"window": window}
-    elif attention == "s2":
-        params = {"group_size": group_size}
-    elif attention.startswith("se"):
-        params = {"chunk_size": chunk_size, "block_size": block_size, "top_k": top_k}
-    missing = [k for k, v in params.items() if v is None]
+    spec = VARIANTS.get_spec(attention, patchable=True)
+    flags = {"window": window, "group_size": group_size, "chunk_size": chunk_size, "block_size": block_size,
+             "top_k": top_k}
+    params: dict = {k: flags[k] for k in spec.param_names if k in flags}
+    missing = [p.name for p in spec.params if p.required and params.get(p.name) is None]
     if missing:
         raise SpanlabError(f"--attention {attention} needs --{missing[0].replace('_', '-')}")
     patch_attention(net, attention, **params)

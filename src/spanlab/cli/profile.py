@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from spanlab.attention.registry import VARIANTS
 from spanlab.cli.app import app
 from spanlab.errors import SpanlabError
 
@@ -22,7 +23,7 @@ def _ints(flag: str, text: str) -> list[int]:
 
 @app.command("profile")
 def profile(
-    variants: str = typer.Option("full,sw,s2,se,se-nomem", help="Comma-separated: full, sw, s2, se, se-nomem, se-random, se-landmark."),
+    variants: str = typer.Option("full,sw,s2,se,se-nomem", help=f"Comma-separated: {', '.join(VARIANTS)}."),
     lengths: str = typer.Option("4096,8192,16384,32768,65536", help="Comma-separated sequence lengths."),
     heads: int = typer.Option(16, help="Query heads."),
     kv_heads: int = typer.Option(0, help="Key/value heads (GQA); 0 = same as --heads."),
@@ -47,7 +48,7 @@ def profile(
     from rich.console import Console
     from rich.table import Table
 
-    from spanlab.attention.profile import read_rows, run_profile
+    from spanlab.attention.profile import display_label, read_rows, run_profile
     from spanlab.report.profile_plots import plot_profile_rows
 
     if warmup < 0 or repeats < 1:
@@ -80,6 +81,6 @@ def profile(
         table.add_row(r.label, str(r.length), f"{r.ms:.3f}", f"{r.peak_mem_gib:.2f}", f"{r.tflops:.1f}", r.status)
     Console().print(table)
     if plots and rows:
-        for p in plot_profile_rows(rows, out):
+        for p in plot_profile_rows(rows, out, display=display_label):
             console.print(f"wrote {p}")
     console.print(f"wrote {csv_path}")

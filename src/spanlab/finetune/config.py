@@ -6,12 +6,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from spanlab.attention.registry import VARIANTS
 from spanlab.errors import SpanlabError
 
-# The paper's recipe: S² needs a 10x smaller lr than the others.
-DEFAULT_LR = {"s2": 2e-5}
+# A variant's own default learning rate is in the registry (S²: 2e-5, the paper's recipe).
 DEFAULT_LR_OTHER = 2e-4
 
 
@@ -32,7 +39,7 @@ class FinetuneConfig(BaseModel):
     heldout: list[str] = Field(default_factory=list, description="eval sample files whose needles stay out of task rows")
 
     context: int = Field(8192, ge=16)
-    attention: Literal["full", "sw", "s2", "se", "se-nomem", "se-random", "se-landmark"] = "se"
+    attention: str = Field("se", description="a patchable variant of spanlab.attention.VARIANTS")
     window: int | None = Field(None, description="sw window (default context/4)")
     group_size: int | None = Field(None, description="s2 group size (default context/4)")
     chunk_size: list[int] | None = Field(None, description="se chunk size(s) (default context/4); several = random draw")
@@ -61,6 +68,15 @@ class FinetuneConfig(BaseModel):
     merge: bool = Field(True, description="also save the merged model in HF format under out/merged")
     progress: bool = True
 
+    @field_validator("attention")
+    @classmethod
+    def _known_variant(cls, name: str) -> str:
+        try:
+            VARIANTS.get_spec(name, patchable=True)
+        except SpanlabError as e:
+            raise ValueError(str(e)) from None
+        return name
+
     @model_validator(mode="after")
     def _check(self) -> FinetuneConfig:
         if self.mix is not None and len(self.mix) != len(self.data):
@@ -87,28 +103,34 @@ class FinetuneConfig(BaseModel):
                                        f"choose from {', '.join(TASKS)}")
         if self.weights_dtype == "bf16" and self.mixed_precision != "bf16":
             raise SpanlabError("--weights-dtype bf16 needs --mixed-precision bf16 (autocast bridges bf16 and fp32 tensors)")
-        if self.attention == "full" and any(v is not None for v in (self.window, self.group_size, self.chunk_size)):
-            raise SpanlabError("--window/--group-size/--chunk-size do nothing with --attention full; drop them")
+        if not VARIANTS[self.attention].params and any(
+                v is not None for v in (self.window, self.group_size, self.chunk_size)):
+            raise SpanlabError(f"--window/--group-size/--chunk-size do nothing with --attention {self.attention}; "
+                               "drop them")
         return self
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR.get(self.attention, DEFAULT_LR_OTHER)
+        if self.lr is not None:
+            return self.lr
+        default = VARIANTS[self.attention].default_lr
+        return default if default is not None else DEFAULT_LR_OTHER
 
     def attention_params(self) -> dict[str, Any]:
-        quarter = max(1, self.context // 4)
-        if self.attention == "sw":
-            return {"window": self.window or quarter}
-        if self.attention == "s2":
-            return {"group_size": self.group_size or quarter}
-        if self.attention.startswith("se"):
-            chunk: Any = self.chunk_size or [quarter]
-            return {
-                "chunk_size": chunk[0] if len(chunk) == 1 else tuple(chunk),
-                "block_size": self.block_size,
-                "top_k": self.top_k,
-            }
-        return {}
+        """The variant's parameters from the fields of the same name; a parameter with a
+        `context_fraction` defaults to that share of --context (the paper: a quarter)."""
+        out: dict[str, Any] = {}
+        for p in VARIANTS[self.attention].params:
+            if p.kind == "generator":  # drawn by the training loop, not configured
+                continue
+            val: Any = getattr(self, p.name) if p.name in type(self).model_fields else None
+            if not val and p.context_fraction is not None:
+                val = max(1, int(self.context * p.context_fraction))
+            if isinstance(val, list):
+                val = val[0] if len(val) == 1 else tuple(val)
+            if val is not None:
+                out[p.name] = val
+        return out
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> FinetuneConfig:

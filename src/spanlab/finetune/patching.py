@@ -1,7 +1,7 @@
 """Swap the attention computation of a Hugging Face model for a spanlab variant, and back.
 
 Hooked through transformers' attention registry: every attention module of Llama-family,
-Bamba and Zamba2 models calls `ALL_ATTENTION_FUNCTIONS[config._attn_implementation]` with q, k, v
+Bamba and Zamba2 models (found through their architecture profile, spanlab.models.arch) calls `ALL_ATTENTION_FUNCTIONS[config._attn_implementation]` with q, k, v
 *after* its own projections and RoPE, and k/v still at their GQA head count. We register one
 function, `"spanlab"`, that reads the variant installed on each attention module and runs it, so
 the model's projections, RoPE, GQA layout and LoRA adapters stay exactly as they are.
@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from spanlab.attention.registry import VARIANTS
 from spanlab.errors import SpanlabError
 
 IMPL_NAME = "spanlab"
-VARIANTS = ("full", "sw", "s2", "se", "se-nomem", "se-random", "se-landmark")
 _ORIGINAL_ATTR = "_spanlab_original_attn_implementation"
 _FN_ATTR = "_spanlab_attention"
 
@@ -107,22 +107,13 @@ def _hf_model(model: nn.Module) -> nn.Module:
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
-    """Modules that dispatch through the attention registry (one per attention layer)."""
-    import inspect
+    """Modules a variant runs in (one per attention layer), as the model's architecture profile
+    finds them (spanlab.models.arch; by default those dispatching through transformers' attention
+    registry). Empty for families without attention (Mamba2, RWKV)."""
+    from spanlab.models.arch import profile_for
 
-    found = []
-    seen_types: dict[type, bool] = {}
-    for module in model.modules():
-        t = type(module)
-        if t not in seen_types:
-            try:
-                seen_types[t] = "ALL_ATTENTION_FUNCTIONS" in inspect.getsource(t.forward)
-            except (OSError, TypeError):
-                # No source (frozen / compiled install): fall back to transformers' naming.
-                seen_types[t] = t.__name__.endswith("Attention") and hasattr(module, "o_proj")
-        if seen_types[t]:
-            found.append(module)
-    return found
+    hf = _hf_model(model)
+    return profile_for(hf).find_attention(hf)
 
 
 def _set_implementation(hf: nn.Module, name: str) -> None:
@@ -149,12 +140,16 @@ def install_attention(model: nn.Module, fn: AttentionFn) -> nn.Module:
 
     Lower-level than `patch_attention`: any callable works, e.g. a dense reference in tests.
     """
+    from spanlab.models.arch import profile_for
+
     hf = _hf_model(model)
     modules = attention_modules(hf)
     if not modules:
+        arch = profile_for(hf)
+        why = (f"{arch.label} models have no attention layers to patch" if not arch.patchable else
+               "it has no attention layers that use transformers' attention registry")
         raise SpanlabError(
-            f"{type(hf).__name__} has no attention layers that use transformers' attention registry; "
-            "spanlab can patch Llama-family, Bamba, Zamba2 and other registry-based models"
+            f"{type(hf).__name__}: {why}; spanlab can patch Llama-family, Bamba, Zamba2 and other registry-based models"
         )
     _register()
     if not hasattr(hf, _ORIGINAL_ATTR):
@@ -182,25 +177,21 @@ def restore_attention(model: nn.Module) -> nn.Module:
 def patch_attention(model: nn.Module, variant: str, **params: Any) -> nn.Module:
     """Use attention `variant` in every attention layer of `model` (in place; returns `model`).
 
-    variant: full | sw (window=) | s2 (group_size=) | se (chunk_size=, block_size=32, top_k=8,
-    selection=relevance|random|none) | se-nomem | se-random | se-landmark. `full` restores the
-    model's native implementation. Non-full variants need unpadded sequences and no KV cache.
+    variant: any patchable entry of `spanlab.attention.VARIANTS` — built in: full | sw (window=) |
+    s2 (group_size=) | se (chunk_size=, block_size=32, top_k=8) | se-nomem | se-random |
+    se-landmark. A `native` variant (full) restores the model's own implementation, which also
+    handles KV caches and padding; the others need unpadded sequences and no KV cache.
     """
-    if variant not in VARIANTS:
-        raise SpanlabError(f"unknown attention variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    spec = VARIANTS.get_spec(variant, patchable=True)
     hf = _hf_model(model)
-    if variant == "full":
+    if spec.native:
         if params:
-            raise SpanlabError(f"full attention takes no parameters, got {sorted(params)}")
+            raise SpanlabError(f"{variant} attention takes no parameters, got {sorted(params)}")
         restore_attention(model)
-        hf._spanlab_variant = "full"
+        hf._spanlab_variant = variant
         return model
     try:
-        from spanlab.attention import get_attention
-    except ImportError as e:  # pragma: no cover - the attention package ships with spanlab
-        raise SpanlabError(f"spanlab.attention is unavailable ({e}); reinstall spanlab") from None
-    try:
-        fn = get_attention(variant, **params)
+        fn = spec.build(**params)
     except TypeError as e:
         raise SpanlabError(f"bad parameters for attention variant {variant!r}: {e}") from None
     install_attention(model, fn)

@@ -4,8 +4,9 @@
 - lora+:  lora + trainable input embeddings and every normalisation layer (LongLoRA's LoRA+).
 - hylora: lora+ + trainable 1-D causal convolutions of the SSM (Mamba2) mixers.
 
-Targets are full module paths found by walking the model, so an MLP or Mamba `in_proj`/`out_proj`
-never gets LoRA by accident of its name.
+Targets are full module paths found by walking the model as its architecture profile says
+(spanlab.models.arch), so an MLP or Mamba `in_proj`/`out_proj` never gets LoRA by accident of
+its name.
 """
 
 from __future__ import annotations
@@ -19,42 +20,18 @@ from spanlab.errors import SpanlabError
 
 METHODS = ("lora", "lora+", "hylora")
 
-# Projection names inside attention modules, per family; first match set wins.
-_ATTN_PROJ_SETS = (
-    ("q_proj", "k_proj", "v_proj", "o_proj"),  # Llama, Mistral, Qwen, Bamba, Zamba2, Falcon-H1...
-    ("q_proj", "k_proj", "v_proj", "out_proj"),
-    ("query_key_value", "dense"),  # GPT-NeoX, Falcon
-    ("Wqkv", "out_proj"),
-    ("c_attn", "c_proj"),  # GPT-2
-)
-
-
-def _is_attention(module: nn.Module) -> bool:
-    name = type(module).__name__
-    return name.endswith(("Attention", "Attention2"))
-
 
 def _is_norm(module: nn.Module) -> bool:
     name = type(module).__name__.lower()
     return "norm" in name and not isinstance(module, (nn.Linear, nn.Embedding))
 
 
-def _is_ssm_mixer(module: nn.Module) -> bool:
-    return "Mixer" in type(module).__name__ or "Mamba" in type(module).__name__
-
-
 def attention_projection_names(model: nn.Module) -> list[str]:
-    """Full paths of the q/k/v/o linear layers of every attention module."""
-    found: list[str] = []
-    for name, module in model.named_modules():
-        if not _is_attention(module):
-            continue
-        children = dict(module.named_children())
-        for proj_set in _ATTN_PROJ_SETS:
-            if all(p in children for p in proj_set):
-                found.extend(f"{name}.{p}" for p in proj_set)
-                break
-    return found
+    """Full paths of the q/k/v/o linear layers of every attention module, found by the model's
+    architecture profile (spanlab.models.arch: attention class names and projection sets)."""
+    from spanlab.models.arch import profile_for
+
+    return profile_for(model).attention_projection_names(model)
 
 
 def norm_module_names(model: nn.Module) -> list[str]:
@@ -67,14 +44,11 @@ def embedding_module_names(model: nn.Module) -> list[str]:
 
 
 def ssm_conv_names(model: nn.Module) -> list[str]:
-    """Paths of the depthwise causal conv1d inside Mamba2-style mixers."""
-    out = []
-    for name, module in model.named_modules():
-        if _is_ssm_mixer(module):
-            for child_name, child in module.named_children():
-                if isinstance(child, nn.Conv1d):
-                    out.append(f"{name}.{child_name}")
-    return out
+    """Paths of the depthwise causal conv1d inside Mamba2-style mixers (the profile's `ssm_conv`
+    group; none for families without one)."""
+    from spanlab.models.arch import profile_for
+
+    return profile_for(model).conv_names(model)
 
 
 def resolve_targets(model: nn.Module, method: str) -> tuple[list[str], list[str]]:

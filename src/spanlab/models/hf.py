@@ -34,12 +34,9 @@ from spanlab.models.prefill import (
     plan_prefill,
 )
 
-# Architectures where batching changes outputs (mask ignored; batched state decoding differs).
-_BATCH_ONE_TYPES = {"rwkv", "rwkv5", "rwkv6", "rwkv7", "mamba"}
-
-# Pure-attention families whose static KV cache transformers supports: a preallocated cache
-# avoids re-concatenating the whole cache at every decode step (measured in docs/benchmarks.md).
-_STATIC_CACHE_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo", "olmo2", "granite"}
+# What differs per architecture (exact left padding, static KV cache, CUDA-graph decode, SSD scan,
+# chunked prefill) is in its profile, spanlab.models.arch. A static cache avoids re-concatenating
+# the whole cache at every decode step (measured in docs/benchmarks.md).
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
            "float16": "float16", "fp16": "float16"}
@@ -160,10 +157,12 @@ class HFBackend(Backend):
             raise SpanlabError(
                 f"tokenizer {self.tokenizer_name!r} has {len(self.tokenizer)} tokens but the model's vocabulary has {vocab}; "
                 "they do not belong together: pass the model's own tokenizer with --tokenizer")
-        mtype = getattr(self.config, "model_type", "")
-        self.ssd_scan = self._install_ssd(mtype)
+        from spanlab.models.arch import profile_for
+
+        self.arch = profile_for(self.model)
+        self.ssd_scan = self._install_ssd()
         # Remote code is unverified: batch 1 is the only setting known to be exact for it.
-        self.padding = "none" if (mtype in _BATCH_ONE_TYPES or trust_remote_code) else "left"
+        self.padding = "none" if (not self.arch.left_padding or trust_remote_code) else "left"
         eos = self.tokenizer.eos_token_id
         if eos is None:
             eos = getattr(self.config, "eos_token_id", None)
@@ -172,7 +171,7 @@ class HFBackend(Backend):
         # "static" preallocates the KV cache (no per-step concatenation); `compile` lets
         # transformers compile the decode step for it (CUDA graphs), worth it for long runs only.
         if cache_implementation == "auto":
-            cache_implementation = "static" if (self.device.startswith("cuda") and mtype in _STATIC_CACHE_TYPES) else None
+            cache_implementation = "static" if (self.device.startswith("cuda") and self.arch.static_cache) else None
         self.cache_implementation = cache_implementation
         self.compile = compile
         self.prefill = plan_prefill(self.model, prefill_chunk, trust_remote_code=trust_remote_code)
@@ -204,7 +203,7 @@ class HFBackend(Backend):
 
         cuda = self.device.startswith("cuda")
         if mode == "auto":
-            ok = (cuda and self.cache_implementation == "static" and decode_graph.enabled_by_env()
+            ok = (cuda and self.arch.cuda_graphs and self.cache_implementation == "static" and decode_graph.enabled_by_env()
                   and getattr(self.config, "_attn_implementation", None) == NAME and not self.compile)
             mode = "on" if ok else "off"
         if mode == "off":
@@ -219,13 +218,13 @@ class HFBackend(Backend):
         self.graphs = decode_graph.DecodeGraphs(self.model, graphs=mode == "on")
         return mode
 
-    def _install_ssd(self, mtype: str) -> str | None:
+    def _install_ssd(self) -> str | None:
         """Mamba2-family layers: spanlab's linear-memory SSD scan in place of transformers' torch
         fallback (same results; see spanlab.models.ssd), unless SPANLAB_SSD=0. Returns which scan
         the model's prefill uses, for the manifest."""
         from spanlab.models import ssd
 
-        if mtype not in ssd.MODEL_TYPES:
+        if not self.arch.ssd_scan:
             return None
         module = type(self.model).__module__
         if not ssd.enabled_by_env():

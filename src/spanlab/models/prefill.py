@@ -36,22 +36,10 @@ DEFAULT_PREFILL_CHUNK = 2048
 # checked by reading 5.17's sources and running tests/eval/test_prefill.py against 5.17 and 5.23.
 MIN_TRANSFORMERS = (5, 17)
 
-# class name -> (mode, cache argument of forward, attribute of the output holding the cache)
-_CHUNKABLE = {
-    "Mamba2ForCausalLM": ("state", "cache_params", "cache_params"),
-    "RwkvForCausalLM": ("state", "state", "state"),
-    "BambaForCausalLM": ("generate", "past_key_values", "past_key_values"),
-    "Zamba2ForCausalLM": ("generate", "past_key_values", "past_key_values"),
-    "FalconH1ForCausalLM": ("generate", "past_key_values", "past_key_values"),
-}
-
-# Recurrent classes whose chunked forward is known to differ from one shot.
-_NOT_EXACT = {
-    "JambaForCausalLM": "its selective scan starts every multi-token forward from a zero SSM state, so a chunked "
-                        "prompt would not give the same answer",
-    "RecurrentGemmaForCausalLM": "its recurrent blocks restart their convolution state on every multi-token "
-                                 "forward, so a chunked prompt would not give the same answer",
-}
+# Which classes chunk, and how, is in their architecture profile (spanlab.models.arch):
+# `chunked_prefill` (class name -> (mode, cache argument of forward, attribute of the output
+# holding the cache)) and `prefill_not_exact` (recurrent classes whose chunked forward is known to
+# differ from one shot).
 
 
 @dataclass(frozen=True)
@@ -89,7 +77,10 @@ def plan_prefill(model: Any, chunk: int, *, trust_remote_code: bool = False) -> 
     """Pick chunked prefill where it is exact for this model under the installed transformers."""
     from transformers import GenerationConfig
 
+    from spanlab.models.arch import profile_for
+
     name = type(model).__name__
+    arch = profile_for(model)
     if chunk <= 0:
         return PrefillPlan("one-shot", reason="chunked prefill off (--prefill-chunk 0)")
     recurrent = bool(getattr(model, "_is_stateful", False))
@@ -97,9 +88,9 @@ def plan_prefill(model: Any, chunk: int, *, trust_remote_code: bool = False) -> 
     if trust_remote_code:
         # Remote code is unverified, whatever its class is called.
         return PrefillPlan("one-shot", reason=f"{name}: chunked prefill is not verified for remote code", tell=recurrent)
-    if name in _NOT_EXACT:
-        return PrefillPlan("one-shot", reason=f"{name}: {_NOT_EXACT[name]}", tell=True)
-    if name not in _CHUNKABLE:
+    if name in arch.prefill_not_exact:
+        return PrefillPlan("one-shot", reason=f"{name}: {arch.prefill_not_exact[name]}", tell=True)
+    if name not in arch.chunked_prefill:
         if recurrent:
             return PrefillPlan("one-shot", reason=f"{name}: chunked prefill is not verified for this class", tell=True)
         # Attention-only: SDPA prefill memory is already linear in the prompt; one shot is fastest.
@@ -107,7 +98,7 @@ def plan_prefill(model: Any, chunk: int, *, trust_remote_code: bool = False) -> 
     if _version(version) < MIN_TRANSFORMERS:
         return PrefillPlan("one-shot", tell=True, reason=f"{name}: transformers {version} predates the cache API chunked "
                                                          f"prefill was verified on (>= {'.'.join(map(str, MIN_TRANSFORMERS))})")
-    mode, cache_arg, cache_out = _CHUNKABLE[name]
+    mode, cache_arg, cache_out = arch.chunked_prefill[name]
     if cache_arg not in inspect.signature(model.forward).parameters:
         return PrefillPlan("one-shot", reason=f"{name}.forward takes no {cache_arg!r} in transformers {version}", tell=True)
     if mode == "generate" and not hasattr(GenerationConfig(), "prefill_chunk_size"):

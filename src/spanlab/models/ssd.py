@@ -28,16 +28,12 @@ import inspect
 import os
 from typing import Any
 
-# transformers modules that define the fallback; the names are looked up at install time, so a
-# release that drops one of them is skipped rather than failing.
-MODULES = (
-    "transformers.models.mamba2.modeling_mamba2",
-    "transformers.models.bamba.modeling_bamba",
-    "transformers.models.zamba2.modeling_zamba2",
-    "transformers.models.falcon_h1.modeling_falcon_h1",
-    "transformers.models.nemotron_h.modeling_nemotron_h",
-    "transformers.models.granitemoehybrid.modeling_granitemoehybrid",
-)
+from spanlab.models.arch import ARCHS
+
+# transformers modules that define the fallback: the `ssd_modules` of the architecture profiles
+# with `ssd_scan` (spanlab.models.arch); the names are looked up at install time, so a release
+# that drops one of them is skipped rather than failing.
+MODULES = tuple(m for p in ARCHS.values() if p.ssd_scan for m in p.ssd_modules)
 GLOBAL = "mamba2_chunk_scan"
 ENV = "SPANLAB_SSD"  # "0" turns the replacement off in the HF backend
 
@@ -226,5 +222,5 @@ def enabled_by_env() -> bool:
     return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-# The model classes whose mixers call the module global above (the HF backend installs for these).
-MODEL_TYPES = frozenset({"mamba2", "bamba", "zamba2", "falcon_h1", "nemotron_h", "granitemoehybrid"})
+# The model types whose mixers call the module global above (the HF backend installs for these).
+MODEL_TYPES = ARCHS.model_types(ssd_scan=True)

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 
-def plot_profile_rows(rows: Sequence[Any], out_dir: Path, stem: str = "profile") -> list[Path]:
+def plot_profile_rows(rows: Sequence[Any], out_dir: Path, stem: str = "profile",
+                      display: Callable[[str], str] = str) -> list[Path]:
     """Runtime vs length, peak memory vs length, runtime vs memory: `<stem>_{runtime,memory,
-    runtime_vs_memory}.png` in `out_dir`; returns the paths."""
+    runtime_vs_memory}.png` in `out_dir`; returns the paths. `display` turns a row label into its
+    legend text (the profile passes the attention registry's display names; report/ cannot
+    import attention)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display needed (CI, GPU boxes)
@@ -37,7 +40,7 @@ def plot_profile_rows(rows: Sequence[Any], out_dir: Path, stem: str = "profile")
             pts = sorted((getattr(r, xs), getattr(r, ys)) for r in ok if r.label == lab)
             pts = [p for p in pts if not (math.isnan(p[0]) or math.isnan(p[1]))]
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=lab)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=display(lab))
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
         if xs == "length":

@@ -12,8 +12,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from spanlab.attention.registry import VARIANTS
 from spanlab.errors import SpanlabError
 
 
@@ -89,6 +97,16 @@ class FinetuneSpec(_Strict):
     data: list[str] = Field(default_factory=list)  # default: the vendored essays
     display: str | None = None
 
+    @field_validator("settings")
+    @classmethod
+    def _known_attention(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        if "attention" in settings:
+            try:
+                VARIANTS.get_spec(str(settings["attention"]), patchable=True)
+            except SpanlabError as e:
+                raise ValueError(str(e)) from None
+        return settings
+
 
 class PerplexitySpec(_Strict):
     lengths: list[str | int]
@@ -118,6 +136,16 @@ class ProfileSpec(_Strict):
     # CPU timings say nothing about the paper's GPU figure, so without CUDA the step is skipped
     # (and stays to do, so a resume on a GPU machine runs it) unless this is set (tests, toy runs).
     cpu: bool = False
+
+    @field_validator("variants")
+    @classmethod
+    def _known_variants(cls, names: list[str]) -> list[str]:
+        for name in names:
+            try:
+                VARIANTS.get_spec(name)
+            except SpanlabError as e:
+                raise ValueError(str(e)) from None
+        return names
 
 
 class StudyConfig(_Strict):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from spanlab.errors import SpanlabError
+from spanlab.models.arch import zoo_profiles
 from spanlab.zoo.architectures import BUILDERS
 from spanlab.zoo.sizes import SIZES
 
@@ -20,24 +21,9 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
 
 ARCHS: tuple[str, ...] = tuple(BUILDERS)
-ALIASES = {
-    "llama": "transformer",
-    "transformer++": "transformer",
-    "transformerpp": "transformer",
-    "bamba": "hybrid",
-    "mamba2-hybrid": "hybrid",
-    "mamba2hybrid": "hybrid",
-    "recurrentgemma": "griffin",
-    "recurrent_gemma": "griffin",
-    "rwkv4": "rwkv",
-}
-DISPLAY_NAMES = {
-    "transformer": "Transformer++",
-    "mamba2": "Mamba2",
-    "hybrid": "Mamba2-Hybrid",
-    "griffin": "Griffin",
-    "rwkv": "RWKV-4",
-}
+# Alternative spellings and report names of the zoo architectures, from their profiles.
+ALIASES = {alias: name for name, p in zoo_profiles().items() for alias in p.zoo_aliases}
+DISPLAY_NAMES = {name: p.label for name, p in zoo_profiles().items()}
 
 
 def canonical_arch(arch: str) -> str:
@@ -79,7 +65,7 @@ def zoo_config(
 
 
 # Zoo architectures whose layers run transformers' Mamba2 chunk scan.
-SSD_ARCHS = frozenset({"mamba2", "hybrid"})
+SSD_ARCHS = frozenset(name for name, p in zoo_profiles().items() if p.ssd_scan)
 
 
 def use_fast_ssd() -> list[str]:

@@ -20,6 +20,8 @@ from transformers import (
     RwkvConfig,
 )
 
+from spanlab.models.arch import zoo_profiles
+
 # Long enough for 8x extrapolation tests at every zoo context; RoPE needs no table of this size.
 MAX_POSITIONS = 131072
 
@@ -137,10 +139,6 @@ def rwkv(d: int, layers: int, vocab_size: int, **kw: Any) -> PretrainedConfig:
     )
 
 
-BUILDERS: dict[str, Callable[..., PretrainedConfig]] = {
-    "transformer": llama,
-    "mamba2": mamba2,
-    "hybrid": mamba2_hybrid,
-    "griffin": griffin,
-    "rwkv": rwkv,
-}
+# zoo name -> builder, from the architecture profiles that name a zoo builder (spanlab.models.arch):
+# transformer (llama), mamba2, hybrid (mamba2_hybrid), griffin (recurrent_gemma), rwkv.
+BUILDERS: dict[str, Callable[..., PretrainedConfig]] = {name: p.build_zoo_config for name, p in zoo_profiles().items()}

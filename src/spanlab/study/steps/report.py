@@ -31,12 +31,12 @@ def run_report(ctx: StudyContext) -> dict[str, Any]:
     profile_csv = ctx.out / "profile" / "profile.csv"
     profile_rows = None
     if profile_csv.is_file():
-        from spanlab.attention.profile import read_rows
+        from spanlab.attention.profile import display_label, read_rows
         from spanlab.report.profile_plots import plot_profile_rows
 
         shutil.copy2(profile_csv, dest / "profile.csv")
         profile_rows = read_rows(profile_csv)
-        plot_profile_rows(profile_rows, dest)
+        plot_profile_rows(profile_rows, dest, display=display_label)
     summary = write_study_summary(dest, name=cfg.name, steps=ctx.done_steps(),
                                   ppl=perplexity_rows(ctx.out / "ppl", ctx.display),
                                   profile_rows=profile_rows, profile_planned=cfg.profile is not None)

@@ -1,0 +1,30 @@
+"""Pure SSMs: Mamba2 (SSD mixers, spanlab's scan, chunked prefill through its cache_params) and
+Mamba (v1, selective scan; batched decoding is not exact, so batch 1). No attention to patch."""
+
+from spanlab.models.arch.base import ArchProfile
+
+MAMBA2 = ArchProfile(
+    "mamba2",
+    display="Mamba2",
+    description="Mamba2 (SSD) stacks",
+    model_types=frozenset({"mamba2"}),
+    classes=frozenset({"Mamba2ForCausalLM"}),
+    patchable=False,
+    chunked_prefill={"Mamba2ForCausalLM": ("state", "cache_params", "cache_params")},
+    ssd_scan=True,
+    ssd_modules=("transformers.models.mamba2.modeling_mamba2",),
+    hylora_groups=("embeddings", "norms", "ssm_conv"),
+    zoo="mamba2",
+    zoo_builder="spanlab.zoo.architectures:mamba2",
+)
+
+MAMBA = ArchProfile(
+    "mamba",
+    display="Mamba",
+    description="Mamba (v1) selective-scan stacks",
+    model_types=frozenset({"mamba"}),
+    classes=frozenset({"MambaForCausalLM"}),
+    patchable=False,
+    left_padding=False,  # batched state decoding in transformers does not reproduce batch 1
+    hylora_groups=("embeddings", "norms", "ssm_conv"),
+)

@@ -1,0 +1,41 @@
+"""Mamba2 + attention hybrids (Bamba, Zamba2, Falcon-H1, NemotronH, GraniteMoeHybrid; the zoo's
+`hybrid`) and Jamba (Mamba v1 + attention). Their attention layers take spanlab variants and
+HyLoRA trains their SSM convs; the Mamba2 ones run spanlab's SSD scan."""
+
+from spanlab.models.arch.base import ArchProfile
+
+_GENERATE = ("generate", "past_key_values", "past_key_values")
+
+MAMBA2_HYBRID = ArchProfile(
+    "mamba2_hybrid",
+    display="Mamba2-Hybrid",
+    description="Mamba2 layers with interleaved attention layers",
+    model_types=frozenset({"bamba", "zamba2", "falcon_h1", "nemotron_h", "granitemoehybrid"}),
+    classes=frozenset({"BambaForCausalLM", "Zamba2ForCausalLM", "FalconH1ForCausalLM", "NemotronHForCausalLM",
+                       "GraniteMoeHybridForCausalLM"}),
+    # transformers' own prefill_chunk_size slices ids, mask and positions as one-shot generate sees them.
+    chunked_prefill={"BambaForCausalLM": _GENERATE, "Zamba2ForCausalLM": _GENERATE, "FalconH1ForCausalLM": _GENERATE},
+    ssd_scan=True,
+    ssd_modules=(
+        "transformers.models.bamba.modeling_bamba",
+        "transformers.models.zamba2.modeling_zamba2",
+        "transformers.models.falcon_h1.modeling_falcon_h1",
+        "transformers.models.nemotron_h.modeling_nemotron_h",
+        "transformers.models.granitemoehybrid.modeling_granitemoehybrid",
+    ),
+    hylora_groups=("lora", "embeddings", "norms", "ssm_conv"),
+    zoo="hybrid",
+    zoo_aliases=("bamba", "mamba2-hybrid", "mamba2hybrid"),
+    zoo_builder="spanlab.zoo.architectures:mamba2_hybrid",
+)
+
+JAMBA = ArchProfile(
+    "jamba",
+    display="Jamba",
+    description="Mamba (v1) layers with interleaved attention and MoE layers",
+    model_types=frozenset({"jamba"}),
+    classes=frozenset({"JambaForCausalLM"}),
+    prefill_not_exact={"JambaForCausalLM": "its selective scan starts every multi-token forward from a zero SSM "
+                                           "state, so a chunked prompt would not give the same answer"},
+    hylora_groups=("lora", "embeddings", "norms", "ssm_conv"),
+)

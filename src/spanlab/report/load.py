@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,7 @@ from typing import Any
 from spanlab.errors import SpanlabError
 from spanlab.eval.journal import read_run
 from spanlab.eval.manifest import read_manifest
-
-_DEPTH_SUFFIX = re.compile(r"@depth=[0-9.]+")
+from spanlab.tasks.suites import label_group
 
 
 @dataclass
@@ -28,21 +26,24 @@ class Run:
 
 
 def base_label(rec: dict[str, Any]) -> str:
-    """The task label without its depth: depth sweeps are one task at many depths."""
-    return _DEPTH_SUFFIX.sub("", str(rec.get("label") or rec["task"]))
+    """The task label without its depth: depth sweeps are one task at many depths (the record's
+    `group`, written by spanlab.eval; journals older than that field get it from their label)."""
+    group = rec.get("group")
+    return str(group) if group else label_group(str(rec.get("label") or rec["task"]))
 
 
 def swept_depth(rec: dict[str, Any]) -> float | None:
-    """The needle depth when the run controlled it (a depth sweep), else None.
+    """The needle depth in percent when the run controlled it (a depth sweep), else None.
 
     Samples of plain RULER tasks also carry the depth their random needle landed at; those are
     not a sweep and stay out of depth tables.
     """
     if rec.get("depth") is None:
         return None
-    if (rec.get("params") or {}).get("depth") is not None or "@depth=" in str(rec.get("label", "")):
-        return float(rec["depth"])
-    return None
+    swept = rec.get("swept")
+    if swept is None:  # a journal from before the field: the run chose the depth iff it set the param
+        swept = (rec.get("params") or {}).get("depth") is not None
+    return float(rec["depth"]) if swept else None
 
 
 def load_run(path: str | os.PathLike, name: str | None = None) -> Run:

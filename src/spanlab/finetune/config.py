@@ -6,9 +6,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, PositiveInt, field_validator, model_validator
 
 from spanlab.errors import SpanlabError
+
+def _length_or_value_error(v: str) -> int:
+    from spanlab.units import parse_length
+
+    try:
+        return parse_length(v)
+    except SpanlabError as e:  # a ValueError: pydantic names the field
+        raise ValueError(str(e)) from None
+
 
 # The paper's recipe: S² needs a 10x smaller lr than the others.
 DEFAULT_LR = {"s2": 2e-5}
@@ -33,11 +42,11 @@ class FinetuneConfig(BaseModel):
 
     context: int = Field(8192, ge=16)
     attention: Literal["full", "sw", "s2", "se", "se-nomem", "se-random", "se-landmark"] = "se"
-    window: int | None = Field(None, description="sw window (default context/4)")
-    group_size: int | None = Field(None, description="s2 group size (default context/4)")
-    chunk_size: list[int] | None = Field(None, description="se chunk size(s) (default context/4); several = random draw")
-    block_size: int = 32
-    top_k: int = 8
+    window: int | None = Field(None, ge=1, description="sw window (default context/4)")
+    group_size: int | None = Field(None, ge=1, description="s2 group size (default context/4)")
+    chunk_size: list[PositiveInt] | None = Field(None, description="se chunk size(s) (default context/4); several = random draw")
+    block_size: int = Field(32, ge=1)
+    top_k: int = Field(8, ge=1)
 
     peft: Literal["lora", "lora+", "hylora"] = "hylora"
     rank: int = Field(32, ge=1)
@@ -60,6 +69,21 @@ class FinetuneConfig(BaseModel):
     seed: int = 0
     merge: bool = Field(True, description="also save the merged model in HF format under out/merged")
     progress: bool = True
+
+    @field_validator("context", "window", "group_size", mode="before")
+    @classmethod
+    def _length(cls, v: Any) -> Any:
+        # Lengths read like every command's (spanlab.units): 8192, 8k.
+        return _length_or_value_error(v) if isinstance(v, str) else v
+
+    @field_validator("chunk_size", mode="before")
+    @classmethod
+    def _lengths(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [x for x in v.split(",") if x.strip()]
+        if isinstance(v, (int, str)):
+            v = [v]
+        return [_length_or_value_error(x) if isinstance(x, str) else x for x in v] if isinstance(v, list) else v
 
     @model_validator(mode="after")
     def _check(self) -> FinetuneConfig:

@@ -80,10 +80,15 @@ def ppl(
     missing = [k for k, v in params.items() if v is None]
     if missing:
         raise SpanlabError(f"--attention {attention} needs --{missing[0].replace('_', '-')}")
-    tokenizer = load_tokenizer(model)
-    streams = [build_token_cache(src, tokenizer, cache_dir, text_field=text_field, progress=progress).tokens for src in data]
-    tokens = streams[0] if len(streams) == 1 else np.concatenate([np.asarray(s) for s in streams])
-    net = load_base_model(model, dtype=dtypes[dtype]).to(device)
+    try:
+        tokenizer = load_tokenizer(model)
+        streams = [build_token_cache(src, tokenizer, cache_dir, text_field=text_field, progress=progress).tokens
+                   for src in data]
+        tokens = streams[0] if len(streams) == 1 else np.concatenate([np.asarray(s) for s in streams])
+        net = load_base_model(model, dtype=dtypes[dtype]).to(device)
+    except OSError as e:  # a model folder missing a file transformers needs: the user's to fix
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SpanlabError(f"cannot load model {model!r}: {first}") from None
     patch_attention(net, attention, **params)
     meta = {"model": model, "data": [str(d) for d in data], "attention": attention, **{k: v for k, v in params.items()}}
     rows = perplexity(net, tokens, lens, batch_size=batch_size, max_windows=max_windows, journal=out,

@@ -12,7 +12,7 @@ from typing import Any
 from spanlab.errors import SpanlabError
 from spanlab.eval.batching import plan_batches
 from spanlab.eval.config import EvalConfig
-from spanlab.eval.journal import Journal, read_run, record_key, results_name
+from spanlab.eval.journal import Journal, quarantine, read_run, record_key, results_name
 from spanlab.eval.manifest import (
     build_manifest,
     check_compatible,
@@ -142,7 +142,14 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, *, samples: list[S
     # once the run can start: a mistake costs no model load and leaves no empty folder.
     if samples is None and checked is None:
         checked = check_config(cfg)
-    backend = backend or load_backend(cfg)
+    if backend is None:
+        try:
+            backend = load_backend(cfg)
+        except OSError as e:
+            # transformers raises OSError for a model folder missing a file it names (weights, a
+            # remote-code module under --trust-remote-code): the user's to fix, so one line.
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise SpanlabError(f"cannot load model {cfg.model!r}: {first}") from None
     if cfg.lengths and backend.max_length and not cfg.allow_extrapolation and max(cfg.lengths) > backend.max_length:
         # Fail before spending time on sample generation.
         check_lengths([_Len(n) for n in cfg.lengths], backend.max_length, False)
@@ -175,6 +182,7 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, *, samples: list[S
         group = cells.setdefault(s.id, [])
         if all(sample_key(x) != sample_key(s) for x in group):
             group.append(s)
+    quarantine(out / results_name(rank, world))  # each process cleans its own journal before reading
     previous = read_run(out)
     done = {record_key(r) for r in previous}
     if previous and rank == 0:

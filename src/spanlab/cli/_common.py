@@ -67,3 +67,59 @@ def describe_validation_error(e: Any, *, flags: Mapping[str, str] | None = None,
     more = f" (got {got!r})" if loc and not isinstance(got, (dict, list)) and repr(got) not in msg and "got" not in msg else ""
     extra = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
     return f"{where}: {msg}{more}{extra}"
+
+
+# transformers messages that are expected and harmless in spanlab's runs (Mamba2-family models
+# without the optional CUDA packages): one per kernel, per process, per model class, they drown
+# the progress output and the one error a user must read. spanlab says it once instead.
+_HARMLESS = (
+    "is falling back to its reference PyTorch implementation",  # causal_conv1d / mamba_ssm absent
+    "`use_mamba_kernels=False` is deprecated",
+)
+
+
+class _HarmlessFilter:
+    def __init__(self) -> None:
+        self.dropped: set[str] = set()
+
+    def filter(self, record: Any) -> bool:
+        msg = record.getMessage()
+        for pattern in _HARMLESS:
+            if pattern in msg:
+                self.dropped.add(msg.split("`")[1] if msg.startswith("`") else pattern)
+                return False
+        return True
+
+
+class quiet_transformers:
+    """Within this block, drop the known-harmless transformers warnings above (only those; every
+    other warning still shows) and, at the end, print one note naming the kernels that fell back."""
+
+    def __enter__(self) -> quiet_transformers:
+        import logging
+
+        self._filter = _HarmlessFilter()
+        self._logger = logging.getLogger("transformers")
+        self._handlers: list[Any] = []
+        try:  # configures transformers' own stderr handler, to filter it as well
+            from transformers.utils import logging as tlog
+
+            tlog.get_logger("transformers")
+        except ImportError:
+            pass
+        for h in self._logger.handlers:
+            h.addFilter(self._filter)
+            self._handlers.append(h)
+        self._logger.addFilter(self._filter)  # records logged on the library root itself
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import sys
+
+        for h in self._handlers:
+            h.removeFilter(self._filter)
+        self._logger.removeFilter(self._filter)
+        fell_back = sorted(x for x in self._filter.dropped if not x.startswith("`use_") and " " not in x)
+        if fell_back:
+            print(f"note: optional kernels not installed, PyTorch reference paths used for {', '.join(fell_back)} "
+                  "(correct, slower; install causal-conv1d / mamba-ssm for speed)", file=sys.stderr, flush=True)

@@ -48,7 +48,7 @@ def eval_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Evaluate a model on RULER-style tasks; results go to OUT/results.jsonl and OUT/manifest.json."""
-    from spanlab.cli._common import check_out_dir, validated
+    from spanlab.cli._common import check_out_dir, quiet_transformers, validated
     from spanlab.eval import run_eval
     from spanlab.eval.runner import check_config
 
@@ -66,7 +66,8 @@ def eval_cmd(
     checked = check_config(cfg)  # tasks, template, sample files: all before the model loads
     from spanlab.report.tables import summary_table
 
-    records = run_eval(cfg, checked=checked)
+    with quiet_transformers():
+        records = run_eval(cfg, checked=checked)
     from spanlab.eval.shard import rank_world
 
     if rank_world()[0] == 0:

@@ -96,7 +96,10 @@ def finetune(
 
     from spanlab.finetune.recipe import run_finetune
 
-    summary = run_finetune(cfg)
+    from spanlab.cli._common import quiet_transformers
+
+    with quiet_transformers():
+        summary = run_finetune(cfg)
     if not summary["is_main_process"]:
         return
     from rich.console import Console

@@ -91,8 +91,11 @@ def ppl(
         raise SpanlabError(f"cannot load model {model!r}: {first}") from None
     patch_attention(net, attention, **params)
     meta = {"model": model, "data": [str(d) for d in data], "attention": attention, **{k: v for k, v in params.items()}}
-    rows = perplexity(net, tokens, lens, batch_size=batch_size, max_windows=max_windows, journal=out,
-                      progress=progress, meta=meta)
+    from spanlab.cli._common import quiet_transformers
+
+    with quiet_transformers():
+        rows = perplexity(net, tokens, lens, batch_size=batch_size, max_windows=max_windows, journal=out,
+                          progress=progress, meta=meta)
 
     from rich.console import Console
     from rich.table import Table

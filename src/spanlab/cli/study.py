@@ -46,7 +46,10 @@ def study_cmd(
         for i, s in enumerate(study.plan(), 1):
             console.print(f"{i:3d}. {s.id:40s} {'done' if s.id in done else 'todo'}", markup=False)
         return
-    res = study.run(only=selected)
+    from spanlab.cli._common import quiet_transformers
+
+    with quiet_transformers():
+        res = study.run(only=selected)
     report = Path(res["report"])
     if not (report / "index.html").exists():  # --only without the report step, before any report
         console.print(f"\nstudy {cfg.name}: ran {len(res['ran'])} step(s) in {res['wall_s']:.1f}s; no report yet "

@@ -78,7 +78,10 @@ def train_cmd(
     if data_only:
         print(prepare_stream(cfg))
         return
-    summary = pretrain(cfg)
+    from spanlab.cli._common import quiet_transformers
+
+    with quiet_transformers():
+        summary = pretrain(cfg)
     if summary:
         c = Console()
         state = "already trained" if summary.get("skipped") else "trained"

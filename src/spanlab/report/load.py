@@ -69,3 +69,17 @@ def load_runs(paths: list[str]) -> list[Run]:
         for r in runs:
             r.name = f"{r.path.parent.name}/{r.path.name}"
     return runs
+
+
+def task_set_note(runs: list[Run]) -> str | None:
+    """A note for tables that average over each run's tasks, when the runs did not all run the
+    same tasks (their averages then are not comparable); None when they did."""
+    sets = {r.name: frozenset(base_label(x) for x in r.records) for r in runs}
+    if len(set(sets.values())) <= 1:
+        return None
+    common = frozenset.intersection(*sets.values())
+    parts = [f"{name}: {len(s)} tasks" + (f" (+{', '.join(sorted(s - common)[:3])}"
+                                           f"{', ...' if len(s - common) > 3 else ''})" if s - common else "")
+             for name, s in sets.items()]
+    return ("runs were evaluated on different task sets, so their averages are over different tasks and "
+            f"not directly comparable ({'; '.join(parts)}; {len(common)} shared)")

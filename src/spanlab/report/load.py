@@ -41,8 +41,9 @@ def swept_depth(rec: dict[str, Any]) -> float | None:
     if rec.get("depth") is None:
         return None
     swept = rec.get("swept")
-    if swept is None:  # a journal from before the field: the run chose the depth iff it set the param
-        swept = (rec.get("params") or {}).get("depth") is not None
+    if swept is None:  # a journal from before the field: the run chose the depth iff it set it
+        label = str(rec.get("label") or rec.get("task"))
+        swept = (rec.get("params") or {}).get("depth") is not None or label_group(label) != label
     return float(rec["depth"]) if swept else None
 
 

@@ -46,7 +46,7 @@ class TrainSpec(_Strict):
     loss: Literal["all", "answers"] = "all"  # answers: task rows train on their answer only
     mixed_precision: str = "auto"
     gradient_checkpointing: bool = False
-    save_every: int = Field(200, ge=1)
+    save_every: int = Field(200, ge=0)  # 0 = checkpoint only at the end
 
     @field_validator("context", mode="before")
     @classmethod

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spanlab.errors import SpanlabError
-from spanlab.units import format_depth, parse_depth
+from spanlab.units import format_depth
 
 RULER_TASKS = ("niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multikey_2",
                "niah_multikey_3", "niah_multivalue", "niah_multiquery", "vt", "cwe", "fwe", "qa_1", "qa_2")
@@ -86,9 +86,7 @@ def parse_tasks(names: str | list[str]) -> list[TaskSpec]:
             k, eq, v = kv.partition("=")
             if not eq:
                 raise SpanlabError(f"bad task parameter {kv!r} in {item!r}; write it as name@key=value")
-            if k == "depth":
-                parse_depth(v)  # a percentage 0-100, or a clear error now rather than mid-run
-            params[k] = _value(v)
+            params[k] = _value(v)  # a NIAH task checks its depth (percent, 0-100) itself
         out.append(TaskSpec(base, params, item))
     return out
 

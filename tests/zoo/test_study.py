@@ -231,8 +231,10 @@ def test_parallel_training_profile_and_unfit_tasks(tmp_path):
         (lab, n) for lab in ("full", "sw", "se[M=128]") for n in (256, 512))
     assert all(r.status == "ok" and r.ms > 0 for r in rows)
     report = out / "report"
-    for name in ("profile.csv", "profile_runtime.png", "profile_memory.png", "profile_runtime_vs_memory.png"):
+    for name in ("profile.csv", "profile_runtime.png"):
         assert (report / name).is_file(), name
+    # Peak memory is measured on CUDA only: a CPU run draws no (empty) memory figures.
+    assert not list(report.glob("profile_*memory*.png"))
     assert "| se[M=128] |" in (report / "summary.md").read_text()
 
 

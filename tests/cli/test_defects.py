@@ -67,6 +67,12 @@ def test_train_bad_values_name_the_flag(flag, value, flag_named, tmp_path, user_
     assert not (tmp_path / "t").exists()
 
 
+@pytest.mark.parametrize("flag,value", [("--heads", "0"), ("--repeats", "0"), ("--mode", "fast"), ("--dtype", "int8")])
+def test_profile_flags_are_validated_by_the_study_profile_model(flag, value, tmp_path, user_error):
+    assert user_error("profile", "--out", tmp_path / "p", flag, value).startswith(f"error: {flag}: ")
+    assert not (tmp_path / "p").exists()
+
+
 def test_missing_remote_code_file_is_a_one_line_error(tiny_llama, tmp_path, user_error):
     import shutil
 

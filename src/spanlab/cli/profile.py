@@ -53,13 +53,8 @@ def profile(
 
     from spanlab.attention.profile import plot_rows, read_rows, run_profile
 
-    if warmup < 0 or repeats < 1:
-        raise SpanlabError("--warmup must be >= 0 and --repeats >= 1")
-    for flag, val in (("--heads", heads), ("--head-dim", head_dim), ("--batch", batch), ("--block-size", block_size),
-                      ("--top-k", top_k)):
-        if val < 1:
-            raise SpanlabError(f"{flag} must be a positive integer; got {val}")
-    from spanlab.cli._common import check_out_dir
+    from spanlab.cli._common import check_out_dir, validated
+    from spanlab.study.config import ProfileSpec
     from spanlab.units import parse_length
 
     try:
@@ -67,6 +62,12 @@ def profile(
     except SpanlabError as e:
         raise SpanlabError(f"--window: {e}") from None
     length_list, chunk_list = _ints("--lengths", lengths), _ints("--chunk-sizes", chunk_sizes)
+    # The limits of these flags are those of a study's `profile:` block (one model, two front ends).
+    validated(ProfileSpec, dict(
+        variants=[v.strip() for v in variants.split(",") if v.strip()], lengths=length_list, chunk_sizes=chunk_list,
+        window=window_len, group_size=group_size, block_size=block_size, top_k=top_k, heads=heads,
+        kv_heads=kv_heads, head_dim=head_dim, batch=batch, dtype=dtype, mode=mode, warmup=warmup, repeats=repeats,
+    ))
     check_out_dir(out)
     console = Console(stderr=True)
     out.mkdir(parents=True, exist_ok=True)

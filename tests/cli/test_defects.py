@@ -27,6 +27,7 @@ def test_version(cli, capsys):
     ["profile", "--variants", "full", "--lengths", "64", "--out"],
     ["study", "demo", "--out"],
     ["report", "r", "--out"],
+    ["convert", "ckpt"],
 ])
 def test_out_an_existing_file_is_a_one_line_error(cmd, tmp_path, user_error):
     f = tmp_path / "taken"

@@ -90,7 +90,7 @@ def parse_count(text: str | int) -> int:
     return _parse(text, _COUNT_UNITS, "token count", "20M, 200M or 1500000")
 
 
-def parse_depth(value: str | float | int) -> float:
+def parse_depth(value: str | float) -> float:
     """A needle depth: a percentage 0-100 (`50`, `12.5`)."""
     try:
         d = float(value)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from spanlab.errors import SpanlabError
-from spanlab.units import format_length, parse_count, parse_depths, parse_length, parse_lengths
+from spanlab.units import (
+    format_length,
+    parse_count,
+    parse_depths,
+    parse_length,
+    parse_lengths,
+)
 
 
 @pytest.mark.parametrize("text,n", [("4096", 4096), ("4k", 4096), ("4K", 4096), (" 8k ", 8192), ("1.5k", 1536),

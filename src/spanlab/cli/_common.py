@@ -61,8 +61,7 @@ def describe_validation_error(e: Any, *, flags: Mapping[str, str] | None = None,
     else:
         where = (flags or {}).get(field) or (flag_name(field) if field else "options")
     msg = str(first["msg"])
-    if msg.startswith("Value error, "):  # a validator's own message is already a sentence
-        msg = msg[len("Value error, "):]
+    msg = msg.removeprefix("Value error, ")  # a validator's own message is already a sentence
     got = first.get("input")
     more = f" (got {got!r})" if loc and not isinstance(got, (dict, list)) and repr(got) not in msg and "got" not in msg else ""
     extra = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""

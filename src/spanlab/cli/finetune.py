@@ -94,9 +94,8 @@ def finetune(
         step = read_state(ckpt).get("step", "?")
         print(f"resuming {cfg.out} from {ckpt.name} (step {step} of {cfg.steps})", file=sys.stderr, flush=True)
 
-    from spanlab.finetune.recipe import run_finetune
-
     from spanlab.cli._common import quiet_transformers
+    from spanlab.finetune.recipe import run_finetune
 
     with quiet_transformers():
         summary = run_finetune(cfg)

@@ -38,7 +38,6 @@ def ppl(
     from spanlab.finetune.patching import patch_attention
     from spanlab.finetune.perplexity import perplexity
     from spanlab.finetune.recipe import load_base_model, load_tokenizer
-
     from spanlab.units import parse_length, parse_lengths
 
     lens = parse_lengths(lengths)

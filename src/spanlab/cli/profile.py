@@ -52,7 +52,6 @@ def profile(
     from rich.table import Table
 
     from spanlab.attention.profile import plot_rows, read_rows, run_profile
-
     from spanlab.cli._common import check_out_dir, validated
     from spanlab.study.config import ProfileSpec
     from spanlab.units import parse_length

@@ -23,10 +23,9 @@ def study_cmd(
     """Run a controlled study; re-running skips finished steps, so a killed study resumes."""
     from rich.console import Console
 
-    from spanlab.study import Study, load_study
-
     from spanlab.cli._common import check_out_dir
     from spanlab.errors import SpanlabError
+    from spanlab.study import Study, load_study
 
     console = Console(emoji=False, markup=False)
     cfg = load_study(config, device=device)

@@ -70,7 +70,7 @@ def test_train_bad_values_name_the_flag(flag, value, flag_named, tmp_path, user_
 
 @pytest.mark.parametrize("flag,value", [("--heads", "0"), ("--repeats", "0"), ("--mode", "fast"), ("--dtype", "int8")])
 def test_profile_flags_are_validated_by_the_study_profile_model(flag, value, tmp_path, user_error):
-    assert user_error("profile", "--out", tmp_path / "p", flag, value).startswith(f"error: {flag}: ")
+    assert user_error("profile", "--out", tmp_path / "p", flag, value).startswith(f"error: {flag} must be ")
     assert not (tmp_path / "p").exists()
 
 

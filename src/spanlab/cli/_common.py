@@ -65,6 +65,8 @@ def describe_validation_error(e: Any, *, flags: Mapping[str, str] | None = None,
     got = first.get("input")
     more = f" (got {got!r})" if loc and not isinstance(got, (dict, list)) and repr(got) not in msg and "got" not in msg else ""
     extra = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+    if msg.startswith("Input should be "):  # pydantic's own limits read as "--flag must be ..."
+        return f"{where} must be {msg[len('Input should be '):]}{more}{extra}"
     return f"{where}: {msg}{more}{extra}"
 
 

@@ -4,7 +4,7 @@
 #
 #   bash benchmarks/study_gpu.sh CONFIG DIR [SECONDS=540]
 #
-# CONFIG  a study YAML (e.g. configs/huang2024-mini-gpu-quick.yaml); DIR its run directory.
+# CONFIG  a study YAML (e.g. src/spanlab/data/studies/huang2024-mini-gpu-quick.yaml); DIR its run directory.
 # PACK_RESUME=0 (env) skip the resume parts (at most 8 files come back from one call).
 # RESUME  (env) a .tgz this script packed in an earlier call (its parts joined; carry it): unpacked
 #         into DIR first.

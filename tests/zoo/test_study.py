@@ -66,7 +66,7 @@ def test_config_errors_are_one_line_spanlab_errors(tmp_path):
 @pytest.mark.parametrize("name", ["demo", "huang2024-mini", "expansion-span-mini", "huang2024-mini-gpu-quick",
                                   "expansion-span-mini-gpu-quick"])
 def test_shipped_configs_parse_and_plan(name, tmp_path):
-    cfg = load_study(str(ROOT / "configs" / f"{name}.yaml"))
+    cfg = load_study(name)  # by name: shipped in the package, so it works from any directory
     steps = [s.id for s in Study(cfg, out=tmp_path).plan()]
     assert steps[-1] == "report" and len(steps) == len(set(steps))
     study = Study(cfg, out=tmp_path)
@@ -84,10 +84,9 @@ def test_shipped_configs_parse_and_plan(name, tmp_path):
     for m in cfg.models:  # the recipe under which the zoo's tiny models learn to retrieve
         if m.train is not None:
             assert m.train.loss == "answers" and m.train.task_fraction == 0.9
-    if name == "demo":  # the packaged copy is what `spanlab study demo` reads on a fresh machine
-        from spanlab.study.config import packaged_configs
+    from spanlab.study.config import find_config, packaged_configs
 
-        assert packaged_configs()["demo"].read_text() == (ROOT / "configs" / "demo.yaml").read_text()
+    assert find_config(name) == packaged_configs()[name]
 
 
 def _study_cfg(model: Path, out: Path) -> dict:
@@ -232,8 +231,10 @@ def test_parallel_training_profile_and_unfit_tasks(tmp_path):
         (lab, n) for lab in ("full", "sw", "se[M=128]") for n in (256, 512))
     assert all(r.status == "ok" and r.ms > 0 for r in rows)
     report = out / "report"
-    for name in ("profile.csv", "profile_runtime.png", "profile_memory.png", "profile_runtime_vs_memory.png"):
+    for name in ("profile.csv", "profile_runtime.png"):
         assert (report / name).is_file(), name
+    # Peak memory is measured on CUDA only: a CPU run draws no (empty) memory figures.
+    assert not list(report.glob("profile_*memory*.png"))
     assert "| se[M=128] |" in (report / "summary.md").read_text()
 
 

@@ -146,36 +146,66 @@ class ProgressBar:
 
 
 def _lengths(text: str) -> list[int]:
-    out = []
-    for part in text.split(","):
-        part = part.strip().lower()
-        if not part:
-            continue
-        mult = 1024 if part.endswith("k") else 1
-        try:
-            out.append(int(float(part[:-1] if mult > 1 else part) * mult))
-        except ValueError:
-            raise SpanlabError(f"bad length {part!r} in --lengths; give integers like 4096,8192 or 4k,8k") from None
+    from spanlab.units import parse_lengths
+
+    out = parse_lengths(text)
     if not out:
-        raise SpanlabError("no lengths given; pass --lengths 4096,8192")
+        raise SpanlabError("no lengths given; pass --lengths 4096,8192 or 4k,8k")
     return out
 
 
-def _up_to_date(path: Path, num_samples: int, meta: dict) -> bool:
-    """An existing file counts as done when it has the same samples count and generation settings."""
+_SETTINGS = ("seed", "template", "tokenizer")
+
+
+def _existing(path: Path) -> tuple[int, dict[str, Any]] | None:
+    """(sample count, generation settings) of a sample file already there; None when there is
+    none or it cannot be read (then it is simply made again)."""
     if not path.exists():
-        return False
+        return None
     from spanlab.tasks import read_samples
 
     try:
         samples = read_samples(path)
     except Exception:
-        return False
-    if len(samples) != num_samples:
-        return False
-    s = samples[0] if samples else None
-    return s is None or (s.seed == meta["seed"] and s.params.get("template") == meta["template"]
-                         and s.params.get("tokenizer") == meta["tokenizer"])
+        return None
+    if not samples:
+        return None
+    s = samples[0]
+    return len(samples), {"seed": s.seed, "template": s.params.get("template"), "tokenizer": s.params.get("tokenizer")}
+
+
+def _conflict(rel: str, have: dict[str, Any], meta: dict[str, Any]) -> str | None:
+    diff = [f"{k} {have[k]!r} (now {meta[k]!r})" for k in _SETTINGS if have.get(k) != meta[k]]
+    return f"{rel} was made with {', '.join(diff)}" if diff else None
+
+
+def _write_manifest(out: Path, command: dict[str, Any], files: dict[str, dict[str, Any]]) -> None:
+    """OUT/manifest.json describes every file in the folder and every command that wrote there:
+    a later command into the same folder adds to it instead of replacing it."""
+    import json
+
+    path = out / "manifest.json"
+    old: dict[str, Any] = {}
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+        old = loaded if isinstance(loaded, dict) else {}
+    except (OSError, ValueError):
+        pass
+    commands = [c for c in old.get("commands", []) if isinstance(c, dict)]
+    if not commands and old.get("tasks"):  # a manifest of one command, written before this format
+        commands = [{k: v for k, v in old.items() if k not in ("commands", "files")}]
+    all_files = {**(old.get("files") if isinstance(old.get("files"), dict) else {}), **files}
+    summary: dict[str, Any] = {
+        "tasks": list(dict.fromkeys(t for c in [*commands, command] for t in c.get("tasks", []))),
+        "lengths": sorted({n for c in [*commands, command] for n in c.get("lengths", [])}),
+    }
+    for key in ("num_samples", *_SETTINGS, "format"):
+        vals = list(dict.fromkeys(f.get(key) for f in all_files.values())) or [command.get(key)]
+        summary[key] = vals[0] if len(vals) == 1 else vals  # a list: files differ (made with --force)
+    doc = {**summary, "commands": [*commands, command], "files": dict(sorted(all_files.items()))}
+    tmp = out / ".manifest.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def run_generate(
@@ -257,13 +287,30 @@ def run_generate(
              f"pass --qa-data DIR holding {where}", err=True)
 
     meta = {"seed": seed, "template": template, "tokenizer": tok_name}
+    # Files another command made with other settings are kept, not silently replaced: refuse
+    # before writing anything (or replace them all with --force).
+    plan: list[tuple[Any, int, dict, Path, bool]] = []
+    conflicts = []
+    for spec, L, extra in jobs:
+        path = sample_path(out, spec.label, L, format)
+        have = _existing(path)
+        clash = _conflict(str(path.relative_to(out)), have[1], meta) if have else None
+        if clash:
+            conflicts.append(clash)
+        plan.append((spec, L, extra, path, have is not None and not clash and have[0] == num_samples))
+    if conflicts and not force:
+        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+        raise SpanlabError(f"--out {out} already holds samples made with other settings: {conflicts[0]}{more}; "
+                           "use another --out, the same settings, or --force to replace them")
     done = skipped = 0
+    files: dict[str, dict[str, Any]] = {}
     bar = ProgressBar(len(jobs) * num_samples, progress_stream)
     advance: Callable[[int], None] = bar.advance
     try:
-        for spec, L, extra in jobs:
-            path = sample_path(out, spec.label, L, format)
-            if not force and _up_to_date(path, num_samples, meta):
+        for spec, L, extra, path, up_to_date in plan:
+            files[str(path.relative_to(out))] = {"task": spec.label, "length": L, "num_samples": num_samples,
+                                                 **meta, "format": format}
+            if not force and up_to_date:
                 skipped += 1
                 advance(num_samples)
                 continue
@@ -274,9 +321,7 @@ def run_generate(
             done += 1
     finally:
         bar.close()
-    import json
-
-    manifest = {"suite": suite, "tasks": [s.label for s in specs], "lengths": lens, "num_samples": num_samples,
-                **meta, "format": format}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    command = {"suite": suite, "tasks": [s.label for s in specs], "lengths": lens, "num_samples": num_samples,
+               **meta, "format": format}
+    _write_manifest(out, command, files)
     echo(f"wrote {done} file(s), {skipped} already up to date, in {out}")

@@ -11,3 +11,19 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from spanlab import __version__
+
+        typer.echo(f"spanlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print spanlab's version and exit."),
+) -> None:
+    """Measure how far long-context models really remember (RULER, NIAH sweeps) and extend it (SE-Attn, HyLoRA)."""

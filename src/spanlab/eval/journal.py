@@ -1,13 +1,16 @@
 """Append-only per-sample JSONL journal: each finished sample is one line, flushed and fsynced.
 
-A SIGKILL can tear at most the last line; readers skip a line that does not parse (and a
-writer re-opening the file first terminates a torn line), so resume never breaks on it.
+A SIGKILL can tear at most the last line. Readers skip a line that is not a record and warn
+(once per file state) on stderr; a writer re-opening the journal moves such lines to
+`<journal>.corrupt` and keeps only whole records, so resume re-runs those samples and the journal
+stays clean.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ class Journal:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        quarantine(self.path)
         self._fh = open(self.path, "a+b")
         # A previous writer killed mid-line leaves bytes without a newline: end that line so the
         # next record starts clean (the torn fragment is skipped by readers).
@@ -53,18 +57,78 @@ class Journal:
         self.close()
 
 
-def read_records(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+def _parse(line: str) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return rec if isinstance(rec, dict) and "id" in rec else None
+
+
+_WARNED: set[tuple[str, int, int]] = set()
+
+
+def read_records(path: str | os.PathLike, *, warn: bool = True) -> Iterator[dict[str, Any]]:
+    """The records of one journal file, skipping lines that are not records (a torn write from a
+    killed run, a hand edit); those are named on stderr once per file state."""
+    bad: list[int] = []
     with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
+        for lineno, line in enumerate(f, 1):
             line = line.strip()
             if not line:
                 continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # torn write from a killed run
-            if isinstance(rec, dict) and "id" in rec:
-                yield rec
+            rec = _parse(line)
+            if rec is None:
+                bad.append(lineno)
+                continue
+            yield rec
+    if bad and warn:
+        st = os.stat(path)
+        key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _WARNED:
+            _WARNED.add(key)
+            print(f"warning: {path}: skipped {len(bad)} unreadable line(s) ({_lines(bad)}); their samples "
+                  "count as not done and a resumed run re-runs them", file=sys.stderr, flush=True)
+
+
+def _lines(nums: list[int]) -> str:
+    shown = ", ".join(map(str, nums[:5]))
+    return f"line {shown}" + (f" and {len(nums) - 5} more" if len(nums) > 5 else "")
+
+
+def quarantine(path: str | os.PathLike) -> int:
+    """Move the lines of a journal that are not records to `<path>.corrupt` (appended), rewriting
+    the journal with its whole records only (atomically). Returns how many lines moved."""
+    p = Path(path)
+    if not p.is_file():
+        return 0
+    good: list[bytes] = []
+    bad: list[tuple[int, bytes]] = []
+    with open(p, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            text = raw.decode("utf-8", errors="replace").strip()
+            if not text:
+                continue
+            if _parse(text) is None:
+                bad.append((lineno, raw.rstrip(b"\n")))
+            else:
+                good.append(raw if raw.endswith(b"\n") else raw + b"\n")
+    if not bad:
+        return 0
+    corrupt = p.with_name(p.name + ".corrupt")
+    with open(corrupt, "ab") as f:
+        f.write(b"".join(line + b"\n" for _, line in bad))
+        f.flush()
+        os.fsync(f.fileno())
+    tmp = p.with_name(f".{p.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(b"".join(good))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, p)
+    print(f"warning: {p}: moved {len(bad)} unreadable line(s) ({_lines([n for n, _ in bad])}) to {corrupt}; "
+          "their samples will be run again", file=sys.stderr, flush=True)
+    return len(bad)
 
 
 def record_key(rec: dict[str, Any]) -> tuple[str, str, float | None]:

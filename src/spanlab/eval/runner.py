@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -11,7 +12,7 @@ from typing import Any
 from spanlab.errors import SpanlabError
 from spanlab.eval.batching import plan_batches
 from spanlab.eval.config import EvalConfig
-from spanlab.eval.journal import Journal, read_run, record_key, results_name
+from spanlab.eval.journal import Journal, quarantine, read_run, record_key, results_name
 from spanlab.eval.manifest import (
     build_manifest,
     check_compatible,
@@ -20,6 +21,7 @@ from spanlab.eval.manifest import (
     write_manifest,
 )
 from spanlab.eval.samples import (
+    Spec,
     generate_samples,
     label_of,
     read_samples,
@@ -30,6 +32,7 @@ from spanlab.eval.shard import rank_world
 from spanlab.models.base import Backend
 from spanlab.scoring import sample_score
 from spanlab.tasks.sample import Sample
+from spanlab.tasks.suites import label_group
 
 
 def _task_params(samples: Sequence[Sample]) -> dict[str, dict[str, Any]]:
@@ -58,33 +61,50 @@ class _Len:
         self.max_length = n
 
 
-def load_samples(cfg: EvalConfig, tokenizer: Any) -> list[Sample]:
+def check_config(cfg: EvalConfig) -> list[Sample] | list[Spec]:
+    """Everything about a run that can be checked without a model: the sample files (read and
+    filtered), or the task specs, lengths and template of an in-process grid. Raises SpanlabError
+    before anything slow starts or anything is written."""
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise SpanlabError(f"--out {out} is an existing file, not a run folder; choose another path")
     if cfg.samples:
         if cfg.suite or cfg.tasks:
             raise SpanlabError("pass either --samples or --suite/--tasks, not both")
         samples = read_samples(cfg.samples)
         if cfg.lengths:
             samples = [s for s in samples if s.max_length in set(cfg.lengths)]
-        if cfg.tasks:
-            samples = [s for s in samples if s.task in set(cfg.tasks)]
         if not samples:
             raise SpanlabError("no samples left after filtering by --lengths; check the values")
         return samples
     if not cfg.lengths:
-        raise SpanlabError("pass --lengths, e.g. --lengths 4096,8192")
+        raise SpanlabError("pass --lengths, e.g. --lengths 4096,8192 or 4k,8k")
     from spanlab.tasks import templates
 
     if cfg.template not in templates.names():
         raise SpanlabError(f"unknown template {cfg.template!r}; known: {', '.join(templates.names())}")
-    specs = specs_from(cfg.suite, cfg.tasks)
-    return generate_samples(specs, lengths=cfg.lengths, depths=cfg.depths, num_samples=cfg.num_samples,
-                            tokenizer=tokenizer, seed=cfg.seed, template=cfg.template)
+    return specs_from(cfg.suite, cfg.tasks)
+
+
+def load_samples(cfg: EvalConfig, tokenizer: Any, checked: list[Sample] | list[Spec] | None = None) -> list[Sample]:
+    """The samples of a run: read from --samples, or generated with `tokenizer` (`checked`: what
+    `check_config` returned, so the work is not repeated)."""
+    planned = check_config(cfg) if checked is None else checked
+    if cfg.samples:
+        return list(planned)  # type: ignore[arg-type]
+    return generate_samples(planned, lengths=cfg.lengths, depths=cfg.depths,  # type: ignore[arg-type]
+                            num_samples=cfg.num_samples, tokenizer=tokenizer, seed=cfg.seed, template=cfg.template)
 
 
 def make_record(s: Sample, pred: str, prompt_tokens: int, new_tokens: int, latency: float, batch: int, rank: int) -> dict[str, Any]:
+    label = label_of(s)
+    # `depth` is where the needle sits (percent, the Sample field); `swept` says the run chose it
+    # (a depth sweep cell) rather than the task's random draw; `group` is the label without the
+    # depth, the row a sweep's cells share. Reports read these fields and never parse labels.
+    swept = s.params.get("depth") is not None and s.depth is not None
     return {
-        "id": s.id, "index": s.index, "task": s.task, "label": label_of(s), "length": s.max_length,
-        "depth": s.depth, "params": s.params, "prediction": pred, "gold": s.outputs,
+        "id": s.id, "index": s.index, "task": s.task, "label": label, "group": label_group(label),
+        "length": s.max_length, "depth": s.depth, "swept": swept, "params": s.params, "prediction": pred, "gold": s.outputs,
         "score": sample_score(s.task, pred, s.outputs), "prompt_tokens": prompt_tokens,
         "new_tokens": new_tokens, "latency_s": round(latency, 6), "batch_size": batch, "rank": rank,
     }
@@ -109,20 +129,38 @@ def plan_run(ordered: Sequence[Sample], backend: Backend, cfg: EvalConfig) -> li
     return plan
 
 
-def run_eval(cfg: EvalConfig, backend: Backend | None = None, *, samples: list[Sample] | None = None) -> list[dict[str, Any]]:
-    """Evaluate, journaling each finished sample; returns this run's records (all ranks, all time)."""
+def run_eval(cfg: EvalConfig, backend: Backend | None = None, *, samples: list[Sample] | None = None,
+             checked: list[Sample] | list[Spec] | None = None) -> list[dict[str, Any]]:
+    """Evaluate, journaling each finished sample; returns this run's records (all ranks, all time).
+
+    `checked`: what `check_config(cfg)` returned, when the caller ran it already."""
     from spanlab.models import load_backend
 
     rank, world = rank_world()
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    backend = backend or load_backend(cfg)
+    # Flags and sample files are checked before the model loads, and the run folder is made only
+    # once the run can start: a mistake costs no model load and leaves no empty folder.
+    if samples is None and checked is None:
+        checked = check_config(cfg)
+    if backend is None:
+        try:
+            backend = load_backend(cfg)
+        except OSError as e:
+            # transformers raises OSError for a model folder missing a file it names (weights, a
+            # remote-code module under --trust-remote-code): the user's to fix, so one line.
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise SpanlabError(f"cannot load model {cfg.model!r}: {first}") from None
     if cfg.lengths and backend.max_length and not cfg.allow_extrapolation and max(cfg.lengths) > backend.max_length:
         # Fail before spending time on sample generation.
         check_lengths([_Len(n) for n in cfg.lengths], backend.max_length, False)
     if samples is None:
-        samples = load_samples(cfg, getattr(backend, "tokenizer", None) or _tokenizer_for_generation(cfg))
+        tok = None if cfg.samples else (getattr(backend, "tokenizer", None) or _tokenizer_for_generation(cfg))
+        samples = load_samples(cfg, tok, checked)
     check_lengths(samples, backend.max_length, cfg.allow_extrapolation)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SpanlabError(f"cannot create run folder {out} ({e.strerror}); choose a writable --out") from None
 
     generation = {"stop": list(cfg.stop), "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
                   "template": None if cfg.samples else cfg.template}
@@ -144,8 +182,12 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, *, samples: list[S
         group = cells.setdefault(s.id, [])
         if all(sample_key(x) != sample_key(s) for x in group):
             group.append(s)
+    quarantine(out / results_name(rank, world))  # each process cleans its own journal before reading
     previous = read_run(out)
     done = {record_key(r) for r in previous}
+    if previous and rank == 0:
+        n_done = sum(1 for s in samples if sample_key(s) in done)
+        print(f"resuming {out}: {n_done} of {len(samples)} samples already done", file=sys.stderr, flush=True)
     outputs = {r["id"]: r for r in reversed(previous)}  # an earlier output of each prompt, any cell
     # Batches are planned over the whole run and then dealt out to ranks, so every sample meets
     # the same batch-mates (same padding, same kernel shapes) whatever the world size or how often

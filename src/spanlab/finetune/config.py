@@ -6,17 +6,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from spanlab.attention.registry import VARIANTS
 from spanlab.errors import SpanlabError
+
+
+def _length_or_value_error(v: str) -> int:
+    from spanlab.units import parse_length
+
+    try:
+        return parse_length(v)
+    except SpanlabError as e:  # a ValueError: pydantic names the field
+        raise ValueError(str(e)) from None
+
 
 # A variant's own default learning rate is in the registry (S²: 2e-5, the paper's recipe).
 DEFAULT_LR_OTHER = 2e-4
@@ -40,11 +43,11 @@ class FinetuneConfig(BaseModel):
 
     context: int = Field(8192, ge=16)
     attention: str = Field("se", description="a patchable variant of spanlab.attention.VARIANTS")
-    window: int | None = Field(None, description="sw window (default context/4)")
-    group_size: int | None = Field(None, description="s2 group size (default context/4)")
-    chunk_size: list[int] | None = Field(None, description="se chunk size(s) (default context/4); several = random draw")
-    block_size: int = 32
-    top_k: int = 8
+    window: int | None = Field(None, ge=1, description="sw window (default context/4)")
+    group_size: int | None = Field(None, ge=1, description="s2 group size (default context/4)")
+    chunk_size: list[PositiveInt] | None = Field(None, description="se chunk size(s) (default context/4); several = random draw")
+    block_size: int = Field(32, ge=1)
+    top_k: int = Field(8, ge=1)
 
     peft: Literal["lora", "lora+", "hylora"] = "hylora"
     rank: int = Field(32, ge=1)
@@ -76,6 +79,21 @@ class FinetuneConfig(BaseModel):
         except SpanlabError as e:
             raise ValueError(str(e)) from None
         return name
+
+    @field_validator("context", "window", "group_size", mode="before")
+    @classmethod
+    def _length(cls, v: Any) -> Any:
+        # Lengths read like every command's (spanlab.units): 8192, 8k.
+        return _length_or_value_error(v) if isinstance(v, str) else v
+
+    @field_validator("chunk_size", mode="before")
+    @classmethod
+    def _lengths(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [x for x in v.split(",") if x.strip()]
+        if isinstance(v, (int, str)):
+            v = [v]
+        return [_length_or_value_error(x) if isinstance(x, str) else x for x in v] if isinstance(v, list) else v
 
     @model_validator(mode="after")
     def _check(self) -> FinetuneConfig:

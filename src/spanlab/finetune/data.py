@@ -27,7 +27,12 @@ Dataset = torch.utils.data.Dataset
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("SPANLAB_CACHE", Path.home() / ".cache" / "spanlab")) / "tokens"
+    # One cache root for all of spanlab: $SPANLAB_CACHE_DIR (docs/eval.md). Turning it "off" skips
+    # only the small task caches; training needs its token cache, which then takes the default root.
+    from spanlab.tasks.diskcache import cache_dir
+
+    root = cache_dir() or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spanlab"
+    return root / "tokens"
 
 
 def source_files(source: str | Path) -> list[Path]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,23 +27,11 @@ from spanlab.mixture import (
     build_stream,
     heldout_from_files,
 )
+from spanlab.units import parse_count  # noqa: F401  (re-exported: token budgets, SI units)
 
 SUMMARY_FILE = "pretrain.json"
 # Peak learning rates that train each size stably in bf16 (smaller models tolerate larger steps).
 DEFAULT_LR = {"tiny": 2e-3, "small": 1e-3, "base": 6e-4}
-
-_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
-
-
-def parse_count(text: str | int) -> int:
-    """'200M' -> 200_000_000; '1.5k' -> 1500; plain integers pass through."""
-    if isinstance(text, int):
-        return text
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMbBgG]?)\s*", str(text))
-    if not m:
-        raise SpanlabError(f"cannot read token count {text!r}; write e.g. 2M, 200M or 1500000")
-    return int(float(m.group(1)) * _SUFFIX[m.group(2).lower()])
-
 
 @dataclass
 class PretrainConfig:

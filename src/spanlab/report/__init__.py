@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from spanlab.report.html import render_html
-from spanlab.report.load import Run, load_runs
+from spanlab.report.load import Run, load_runs, task_set_note
 from spanlab.report.plots import depth_heatmaps, length_curves
 from spanlab.report.tables import (
     DEFAULT_THRESHOLD,
@@ -23,6 +23,10 @@ from spanlab.report.tables import (
 
 def build_tables(runs: list[Run], threshold: float = DEFAULT_THRESHOLD) -> list[Table]:
     tables = [runs_summary_table(runs), effective_length_table(runs, threshold)]
+    note = task_set_note(runs)
+    if note:
+        for t in tables:
+            t.notes.append(note)
     for run in runs:
         tables.append(task_length_table(run))
         g = group_table(run)

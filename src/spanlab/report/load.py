@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,7 @@ from typing import Any
 from spanlab.errors import SpanlabError
 from spanlab.eval.journal import read_run
 from spanlab.eval.manifest import read_manifest
-
-_DEPTH_SUFFIX = re.compile(r"@depth=[0-9.]+")
+from spanlab.tasks.suites import label_group
 
 
 @dataclass
@@ -28,21 +26,25 @@ class Run:
 
 
 def base_label(rec: dict[str, Any]) -> str:
-    """The task label without its depth: depth sweeps are one task at many depths."""
-    return _DEPTH_SUFFIX.sub("", str(rec.get("label") or rec["task"]))
+    """The task label without its depth: depth sweeps are one task at many depths (the record's
+    `group`, written by spanlab.eval; journals older than that field get it from their label)."""
+    group = rec.get("group")
+    return str(group) if group else label_group(str(rec.get("label") or rec["task"]))
 
 
 def swept_depth(rec: dict[str, Any]) -> float | None:
-    """The needle depth when the run controlled it (a depth sweep), else None.
+    """The needle depth in percent when the run controlled it (a depth sweep), else None.
 
     Samples of plain RULER tasks also carry the depth their random needle landed at; those are
     not a sweep and stay out of depth tables.
     """
     if rec.get("depth") is None:
         return None
-    if (rec.get("params") or {}).get("depth") is not None or "@depth=" in str(rec.get("label", "")):
-        return float(rec["depth"])
-    return None
+    swept = rec.get("swept")
+    if swept is None:  # a journal from before the field: the run chose the depth iff it set it
+        label = str(rec.get("label") or rec.get("task"))
+        swept = (rec.get("params") or {}).get("depth") is not None or label_group(label) != label
+    return float(rec["depth"]) if swept else None
 
 
 def load_run(path: str | os.PathLike, name: str | None = None) -> Run:
@@ -68,3 +70,17 @@ def load_runs(paths: list[str]) -> list[Run]:
         for r in runs:
             r.name = f"{r.path.parent.name}/{r.path.name}"
     return runs
+
+
+def task_set_note(runs: list[Run]) -> str | None:
+    """A note for tables that average over each run's tasks, when the runs did not all run the
+    same tasks (their averages then are not comparable); None when they did."""
+    sets = {r.name: frozenset(base_label(x) for x in r.records) for r in runs}
+    if len(set(sets.values())) <= 1:
+        return None
+    common = frozenset.intersection(*sets.values())
+    parts = [f"{name}: {len(s)} tasks" + (f" (+{', '.join(sorted(s - common)[:3])}"
+                                           f"{', ...' if len(s - common) > 3 else ''})" if s - common else "")
+             for name, s in sets.items()]
+    return ("runs were evaluated on different task sets, so their averages are over different tasks and "
+            f"not directly comparable ({'; '.join(parts)}; {len(common)} shared)")

@@ -41,14 +41,16 @@ def plot_profile_rows(rows: Sequence[Any], out_dir: Path, stem: str = "profile",
             pts = [p for p in pts if not (math.isnan(p[0]) or math.isnan(p[1]))]
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=display(lab))
+        if not ax.get_lines():  # nothing measured (peak memory on CPU): no empty figure
+            plt.close(fig)
+            continue
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
         if xs == "length":
             ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
-        if ax.get_lines():
-            ax.legend(fontsize=8)
+        ax.legend(fontsize=8)
         fig.tight_layout()
         p = out_dir / f"{stem}_{name}.png"
         fig.savefig(p, dpi=120)

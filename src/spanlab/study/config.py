@@ -6,7 +6,6 @@ so one config describes the same experiment at any scale.
 
 from __future__ import annotations
 
-import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -23,14 +22,24 @@ from pydantic import (
 
 from spanlab.attention.registry import VARIANTS
 from spanlab.errors import SpanlabError
+from spanlab.units import parse_count, parse_length
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _as_value_error(parse: Any, value: Any) -> Any:
+    # A ValueError becomes a pydantic error of the field (named by its YAML key or CLI flag).
+    try:
+        return parse(value)
+    except SpanlabError as e:
+        raise ValueError(str(e)) from None
+
+
 class TrainSpec(_Strict):
-    """One `spanlab train` run (spanlab.pretrain.run.PretrainConfig fields)."""
+    """One `spanlab train` run (spanlab.pretrain.run.PretrainConfig fields). `spanlab train`
+    validates its flags with this model too, so both share one set of defaults and limits."""
 
     arch: str
     size: str = "tiny"
@@ -45,7 +54,18 @@ class TrainSpec(_Strict):
     loss: Literal["all", "answers"] = "all"  # answers: task rows train on their answer only
     mixed_precision: str = "auto"
     gradient_checkpointing: bool = False
-    save_every: int = 200
+    save_every: int = Field(200, ge=0)  # 0 = checkpoint only at the end
+
+    @field_validator("context", mode="before")
+    @classmethod
+    def _context(cls, v: Any) -> Any:
+        return _as_value_error(parse_length, v) if isinstance(v, str) else v
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens(cls, v: str | int) -> str | int:
+        _as_value_error(parse_count, v)  # kept as written: the pinned study config records it so
+        return v
 
 
 class ModelSpec(_Strict):
@@ -190,23 +210,23 @@ class StudyConfig(_Strict):
         return Path(self.out or f"runs/study-{self.name}")
 
 
-_LEN = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kK]|[xX])?\s*$")
-
-
 def resolve_length(value: str | int, context: int | None) -> int:
-    """`4096`, `4k` -> tokens; `2x` -> 2 * context."""
-    if isinstance(value, int):
-        return value
-    m = _LEN.match(str(value))
-    if not m:
-        raise SpanlabError(f"cannot read length {value!r}; write e.g. 4096, 4k or 2x (times the training context)")
-    num, unit = float(m.group(1)), (m.group(2) or "").lower()
-    if unit == "x":
+    """`4096`, `4k` -> tokens (spanlab.units.parse_length); `2x`, `0.5x` -> that multiple of context."""
+    if isinstance(value, str) and value.strip().lower().endswith("x"):
+        try:
+            num = float(value.strip()[:-1])
+        except ValueError:
+            num = -1.0
+        if num <= 0:
+            raise SpanlabError(f"cannot read length {value!r}; write e.g. 4096, 4k or 2x (times the training context)")
         if context is None:
             raise SpanlabError(f"length {value!r} is relative but the model's training context is unknown; "
                                "set `context:` on the model")
         return round(num * context)
-    return int(num * 1024) if unit == "k" else int(num)
+    try:
+        return parse_length(value)
+    except SpanlabError as e:
+        raise SpanlabError(f"{e}, or 2x (times the training context)") from None
 
 
 def packaged_configs() -> dict[str, Path]:

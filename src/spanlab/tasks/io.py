@@ -18,6 +18,18 @@ def sample_path(out_dir: str | os.PathLike, label: str, length: int, format: str
     return Path(out_dir) / str(length) / f"{label}.{format}"
 
 
+_UMASK: list[int] = []
+
+
+def _umask() -> int:
+    # Reading the umask means setting it; do it once, not while sample threads create files.
+    if not _UMASK:
+        m = os.umask(0o022)
+        os.umask(m)
+        _UMASK.append(m)
+    return _UMASK[0]
+
+
 def write_samples(samples: Iterable[Sample], path: str | os.PathLike, format: str = "jsonl") -> Path:
     """Write samples to `path` via a temp file in the same folder and a rename: readers never see a
     half-written file, and a failure leaves nothing behind."""
@@ -45,6 +57,9 @@ def write_samples(samples: Iterable[Sample], path: str | os.PathLike, format: st
             for r in rows:  # nested dicts of mixed types: keep them as JSON text in Parquet
                 r["params"] = json.dumps(r["params"], sort_keys=True)
             pq.write_table(pa.Table.from_pylist(rows), tmp)
+        # mkstemp makes the file 0600; sample files are data to share, so give them the mode a
+        # plain open() would (0666 less the umask).
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spanlab.errors import SpanlabError
+from spanlab.units import format_depth
 
 RULER_TASKS = ("niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multikey_2",
                "niah_multikey_3", "niah_multivalue", "niah_multiquery", "vt", "cwe", "fwe", "qa_1", "qa_2")
@@ -30,8 +31,16 @@ class TaskSpec:
             object.__setattr__(self, "label", self.task)
 
 
-def _fmt(d: float) -> str:
-    return str(int(d)) if float(d).is_integer() else str(d)
+def depth_label(base: str, depth: float) -> str:
+    """The label of one depth of a sweep: `niah_single_2@depth=50` (depth in percent)."""
+    return f"{base}@depth={format_depth(depth)}"
+
+
+def label_group(label: str) -> str:
+    """A label without its `@depth=` part: the row a depth sweep's cells share in a report
+    (`niah_single_2@depth=50@haystack=repeat` -> `niah_single_2@haystack=repeat`)."""
+    base, *parts = label.split("@")
+    return "@".join([base, *(p for p in parts if not p.startswith("depth="))])
 
 
 def _ruler() -> list[TaskSpec]:
@@ -39,11 +48,11 @@ def _ruler() -> list[TaskSpec]:
 
 
 def _niah_depth() -> list[TaskSpec]:
-    return [TaskSpec("niah_single_2", {"depth": d}, f"niah_single_2@depth={_fmt(d)}") for d in DEPTH_SWEEP]
+    return [TaskSpec("niah_single_2", {"depth": d}, depth_label("niah_single_2", d)) for d in DEPTH_SWEEP]
 
 
 def _niah_format() -> list[TaskSpec]:
-    return [TaskSpec(task, {**params, "depth": d}, f"{name}@depth={_fmt(d)}")
+    return [TaskSpec(task, {**params, "depth": d}, depth_label(name, d))
             for name, (task, params) in FORMATS.items() for d in FORMAT_DEPTHS]
 
 
@@ -77,7 +86,7 @@ def parse_tasks(names: str | list[str]) -> list[TaskSpec]:
             k, eq, v = kv.partition("=")
             if not eq:
                 raise SpanlabError(f"bad task parameter {kv!r} in {item!r}; write it as name@key=value")
-            params[k] = _value(v)
+            params[k] = _value(v)  # a NIAH task checks its depth (percent, 0-100) itself
         out.append(TaskSpec(base, params, item))
     return out
 

@@ -1,0 +1,126 @@
+"""Helpers every command shares: checking an output folder before any work, and turning a
+pydantic validation error of a config model into a one-line SpanlabError that names the flag.
+
+Private (leading underscore), so the command discovery in `spanlab.cli` does not import it as a
+command module. Imports neither Typer nor torch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from spanlab.errors import SpanlabError
+
+M = TypeVar("M")
+
+
+def check_out_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Fail now, with one line, when `path` cannot become an output folder: it is an existing file,
+    or its nearest existing parent is not a folder we may write into. Creates nothing, so a
+    command that stops on a later check leaves no empty folder behind."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise SpanlabError(f"{flag} {p} is an existing file, not a folder; choose another path")
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise SpanlabError(f"{flag} {p}: {probe} is a file, so no folder can be made under it")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise SpanlabError(f"{flag} {p}: {probe} is not writable; choose a writable folder")
+    return p
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def validated(model: type[M], values: Mapping[str, Any], *, flags: Mapping[str, str] | None = None,
+              source: str = "") -> M:
+    """`model.model_validate(values)`, with a validation error reported as the flag (or, with
+    `source`, the config file field) that was wrong: `--num-samples: must be >= 1 (got 0)`."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(dict(values))  # type: ignore[attr-defined]
+    except ValidationError as e:
+        raise SpanlabError(describe_validation_error(e, flags=flags, source=source)) from None
+
+
+def describe_validation_error(e: Any, *, flags: Mapping[str, str] | None = None, source: str = "") -> str:
+    first = e.errors()[0]
+    loc = [str(x) for x in first["loc"]]
+    field = loc[0] if loc else ""
+    if source:
+        where = f"{source}: {'.'.join(loc) or 'config'}"
+    else:
+        where = (flags or {}).get(field) or (flag_name(field) if field else "options")
+    msg = str(first["msg"])
+    msg = msg.removeprefix("Value error, ")  # a validator's own message is already a sentence
+    got = first.get("input")
+    more = f" (got {got!r})" if loc and not isinstance(got, (dict, list)) and repr(got) not in msg and "got" not in msg else ""
+    extra = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+    if msg.startswith("Input should be "):  # pydantic's own limits read as "--flag must be ..."
+        return f"{where} must be {msg[len('Input should be '):]}{more}{extra}"
+    return f"{where}: {msg}{more}{extra}"
+
+
+# transformers messages that are expected and harmless in spanlab's runs (Mamba2-family models
+# without the optional CUDA packages): one per kernel, per process, per model class, they drown
+# the progress output and the one error a user must read. spanlab says it once instead.
+_HARMLESS = (
+    "is falling back to its reference PyTorch implementation",  # causal_conv1d / mamba_ssm absent
+    "`use_mamba_kernels=False` is deprecated",
+)
+
+
+class _HarmlessFilter:
+    def __init__(self) -> None:
+        self.dropped: set[str] = set()
+
+    def filter(self, record: Any) -> bool:
+        msg = record.getMessage()
+        for pattern in _HARMLESS:
+            if pattern in msg:
+                self.dropped.add(msg.split("`")[1] if msg.startswith("`") else pattern)
+                return False
+        return True
+
+
+class quiet_transformers:
+    """Within this block, drop the known-harmless transformers warnings above (only those; every
+    other warning still shows) and, at the end, print one note naming the kernels that fell back."""
+
+    def __enter__(self) -> quiet_transformers:
+        import logging
+
+        self._filter = _HarmlessFilter()
+        self._logger = logging.getLogger("transformers")
+        self._handlers: list[Any] = []
+        try:  # configures transformers' own stderr handler, to filter it as well
+            from transformers.utils import logging as tlog
+
+            tlog.get_logger("transformers")
+        except ImportError:
+            pass
+        for h in self._logger.handlers:
+            h.addFilter(self._filter)
+            self._handlers.append(h)
+        self._logger.addFilter(self._filter)  # records logged on the library root itself
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import sys
+
+        for h in self._handlers:
+            h.removeFilter(self._filter)
+        self._logger.removeFilter(self._filter)
+        fell_back = sorted(x for x in self._filter.dropped if not x.startswith("`use_") and " " not in x)
+        if fell_back:
+            print(f"note: optional kernels not installed, PyTorch reference paths used for {', '.join(fell_back)} "
+                  "(correct, slower; install causal-conv1d / mamba-ssm for speed)", file=sys.stderr, flush=True)

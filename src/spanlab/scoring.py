@@ -150,11 +150,13 @@ def bootstrap_interval(values: Sequence[float], n_boot: int = _N_BOOT, seed: int
 
 
 def stratified_bootstrap_interval(groups: Sequence[Sequence[float]], n_boot: int = _N_BOOT, seed: int = 0,
-                                  confidence: float = 0.95) -> tuple[float, float]:
+                                  confidence: float = 0.95,
+                                  weights: Sequence[float] | None = None) -> tuple[float, float]:
     """Bootstrap interval of the mean of group means, resampling within each group.
 
     This is the interval of an average over tasks: each task keeps its own n, as in the point
-    estimate, instead of pooling samples across tasks.
+    estimate, instead of pooling samples across tasks. `weights` (default: equal) weigh the
+    group means, e.g. a mean of per-length averages over different numbers of tasks.
     """
     import numpy as np
 
@@ -162,12 +164,14 @@ def stratified_bootstrap_interval(groups: Sequence[Sequence[float]], n_boot: int
         raise ValueError("every group needs at least one value")
     if n_boot < 1:
         raise ValueError("n_boot must be >= 1")
+    w = [1.0 / len(groups)] * len(groups) if weights is None else [float(x) for x in weights]
+    if len(w) != len(groups) or abs(sum(w) - 1.0) > 1e-9:
+        raise ValueError("weights must pair up with the groups and sum to 1")
     rng = np.random.default_rng(seed)
     total = np.zeros(n_boot)
-    for g in groups:
+    for g, wg in zip(groups, w):
         arr = np.asarray(g, dtype=float)
-        total += arr[rng.integers(0, len(arr), size=(n_boot, len(arr)))].mean(axis=1)
-    total /= len(groups)
+        total += wg * arr[rng.integers(0, len(arr), size=(n_boot, len(arr)))].mean(axis=1)
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(total, [alpha, 1 - alpha])
     return float(lo), float(hi)
@@ -202,21 +206,23 @@ class Score:
 
     @classmethod
     def of_groups(cls, groups: Sequence[Sequence[float]], mean: float | None = None, confidence: float = 0.95,
-                  seed: int = 0) -> Score:
-        """The mean over groups (tasks, formats) of their mean scores, with its interval."""
-        groups = [list(g) for g in groups if len(g)]
-        if not groups:
-            raise ValueError("no samples to score")
+                  seed: int = 0, weights: Sequence[float] | None = None) -> Score:
+        """The (weighted) mean over groups (tasks, formats) of their mean scores, with its interval."""
+        if any(len(g) == 0 for g in groups) or not groups:
+            raise ValueError("no samples to score (every group needs one)")
+        groups = [list(g) for g in groups]
         n = sum(len(g) for g in groups)
+        w = [1.0 / len(groups)] * len(groups) if weights is None else list(weights)
         if mean is None:
-            mean = round(sum(sum(g) / len(g) for g in groups) / len(groups), 2)
-        if all(_is_binary(g) for g in groups) and len({len(g) for g in groups}) == 1:
+            mean = round(sum(wg * sum(g) / len(g) for g, wg in zip(groups, w)), 2)
+        equal = len({len(g) for g in groups}) == 1 and max(w) - min(w) < 1e-12
+        if equal and all(_is_binary(g) for g in groups):
             # Equal n per group: the mean of group proportions is the pooled proportion. Wilson on
             # the pool ignores the stratification, which only makes it slightly conservative.
             k = round(sum(sum(g) for g in groups) / 100)
             lo, hi = wilson_interval(k, n, confidence)
             return cls(mean, n, round(100 * lo, 2), round(100 * hi, 2), "wilson")
-        lo, hi = stratified_bootstrap_interval(groups, seed=seed, confidence=confidence)
+        lo, hi = stratified_bootstrap_interval(groups, seed=seed, confidence=confidence, weights=w)
         return cls(mean, n, round(lo, 2), round(hi, 2), "bootstrap")
 
     def contains(self, x: float) -> bool:

@@ -297,7 +297,7 @@ def test_every_cell_keeps_its_samples_when_blocks_share_prompts(tmp_path, random
     assert all(v is not None for row in short["rows"] for v in row[1:])
     tasks = json.loads((out / "report" / "tasks_a.json").read_text())
     assert [row[0] for row in tasks["rows"]] == ["niah_single_2", "Average"]
-    depth = json.loads((out / "report" / "depth_niah_single_2_512.json").read_text())
+    depth = json.loads((out / "report" / "depth_formats_512.json").read_text())  # niah-depth: mean of 3 formats
     assert [row[0] for row in depth["rows"]] == ["0", "20", "40", "50", "60", "80", "100", "Average"]
 
     # Resuming a block whose cells are all journaled generates nothing and adds no record.

@@ -44,7 +44,7 @@ def test_depth_tables_average_the_three_formats_as_the_seed_does(tmp_path, cli):
 
 
 def test_effective_length_says_when_the_call_is_within_noise(tmp_path, cli):
-    s = lambda k, n: Score.of([100.0] * k + [0.0] * (n - k))  # noqa: E731
+    s = lambda k, n: Score.of([100.0] * k + [0.0] * (n - k))
     # 9/10 clears 85.6 but its interval reaches down to 59.6: the call 2048 could be 1024 (30/30
     # there clears it for sure: Wilson [88.6, 100]), and 4096's 5/10 could not reach it.
     call = effective_length_call({1024: s(30, 30), 2048: s(9, 10), 4096: s(5, 10)})

@@ -295,11 +295,13 @@ def effective_length_table(runs: Sequence[Run], threshold: float = DEFAULT_THRES
         shown = Noted(call.length, "within noise") if call.within_noise else call.length
         rows.append([run.name, run.train_length, max(avg), shown, call.lower, call.upper, call.within_noise])
     return Table("effective_length", f"Effective context length (average score >= {threshold})",
-                 ["run", "training length", "longest tested", "effective length", "if only lengths whose 95 % interval "
-                  "clears it", "if every length whose interval reaches it", "within noise"], rows,
+                 ["run", "training length", "longest tested", "effective length", "lower bound", "upper bound",
+                  "within noise"], rows,
                  ["– = below the threshold at every tested length",
-                  "within noise: at some length the 95 % interval of the average straddles the threshold, so more "
-                  "samples could move the call between the two bounds"])
+                  ("lower bound: counting only lengths whose 95 % interval clears the threshold; upper bound: counting "
+                   "every length whose interval reaches it"),
+                  ("within noise: at some length the 95 % interval of the average straddles the threshold, so more "
+                   "samples could move the call between the two bounds")])
 
 
 def depth_model_tables(runs: Sequence[Run]) -> list[Table]:
@@ -344,8 +346,8 @@ def depth_format_tables(runs: Sequence[Run]) -> list[Table]:
         rows.append(["Average", *[mean_score([c for cols in per_run[n].values() for c in cols.values()])
                                   for n in per_run]])
         out.append(Table(f"depth_formats_{length}", f"Needle depth at {length}: mean of {len(formats)} formats (%)",
-                         ["depth", *per_run], rows, [f"each cell: the mean over {', '.join(formats)} at that depth, "
-                                                     "as the seed's Tables 2–3; n = samples over the formats"]))
+                         ["depth", *per_run], rows, [(f"each cell: the mean over {', '.join(formats)} at that depth, "
+                                                      "as the seed's Tables 2–3; n = samples over the formats")]))
     return out
 
 
@@ -410,8 +412,8 @@ def compare_table(a: Run, b: Run) -> Table:
         if len({r[0] for r in rows if r[1] == length and r[2] is None}) > 1:
             rows.append(_compare_row("all tasks", length, None, xa, xb))
     unmatched += sum(len(v) for k, v in ca.items() if k not in cb) + sum(len(v) for k, v in cb.items() if k not in ca)
-    notes = [f"A = {a.name}, B = {b.name}; A−B in points with its 95 % paired-bootstrap interval (lo, hi); p: exact McNemar "
-             "(right/wrong samples) or sign test (partial credit); n.s. = not significant (p >= 0.05)",
+    notes = [(f"A = {a.name}, B = {b.name}; A−B in points with its 95 % paired-bootstrap interval (lo, hi); p: exact "
+              "McNemar (right/wrong samples) or sign test (partial credit); n.s. = not significant (p >= 0.05)"),
              "all tasks = every pair at that length pooled (not the mean over tasks)"]
     if unmatched:
         notes.append(f"{unmatched} samples found in only one of the two runs are left out")

@@ -170,8 +170,12 @@ def stratified_bootstrap_interval(groups: Sequence[Sequence[float]], n_boot: int
     rng = np.random.default_rng(seed)
     total = np.zeros(n_boot)
     for g, wg in zip(groups, w):
-        arr = np.asarray(g, dtype=float)
-        total += wg * arr[rng.integers(0, len(arr), size=(n_boot, len(arr)))].mean(axis=1)
+        # Resampling n values with replacement = drawing how often each distinct value comes up
+        # (multinomial): the same distribution at n_boot x (distinct values) instead of n_boot x n
+        # draws; scores take few distinct values, and a report bootstraps many averages.
+        vals, counts = np.unique(np.asarray(g, dtype=float), return_counts=True)
+        draws = rng.multinomial(len(g), counts / len(g), size=n_boot)
+        total += wg * (draws @ vals) / len(g)
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(total, [alpha, 1 - alpha])
     return float(lo), float(hi)
@@ -284,7 +288,8 @@ def paired_test(a: Sequence[float], b: Sequence[float], n_boot: int = _N_BOOT, s
     a_only, b_only = int((d > 0).sum()), int((d < 0).sum())
     p = _binom_two_sided(min(a_only, b_only), a_only + b_only)
     rng = np.random.default_rng(seed)
-    boot = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+    vals, counts = np.unique(d, return_counts=True)  # pairs resampled as in the interval above
+    boot = (rng.multinomial(len(d), counts / len(d), size=n_boot) @ vals) / len(d)
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(boot, [alpha, 1 - alpha])
     method = "mcnemar-exact" if _is_binary(a) and _is_binary(b) else "sign-test"

@@ -270,7 +270,9 @@ def test_every_cell_keeps_its_samples_when_blocks_share_prompts(tmp_path, random
         "models": [{"name": "a", "path": str(random_model), "context": 512}],
         "generation": {"batch_size": 8, "max_new_tokens": 4},
         "eval": [{"name": "ruler", "tasks": ["niah_single_2"], "lengths": ["0.5x", "1x"], "num_samples": 2},
-                 {"name": "depth", "suite": "niah-depth", "lengths": ["1x"], "num_samples": 2},
+                 # niah_single_2 alone at 7 depths: the same prompts as Essay-Word-Num in other cells
+                 {"name": "depth", "tasks": [f"niah_single_2@depth={d}" for d in (0, 20, 40, 50, 60, 80, 100)],
+                  "lengths": ["1x"], "num_samples": 2},
                  {"name": "format", "suite": "niah-format", "lengths": ["0.5x", "1x"], "num_samples": 2}],
     }
     study = Study(load_study(str(_write(tmp_path, cfg))), out=out, progress=False, log=lambda m: None)
@@ -297,7 +299,7 @@ def test_every_cell_keeps_its_samples_when_blocks_share_prompts(tmp_path, random
     assert all(v is not None for row in short["rows"] for v in row[1:])
     tasks = json.loads((out / "report" / "tasks_a.json").read_text())
     assert [row[0] for row in tasks["rows"]] == ["niah_single_2", "Average"]
-    depth = json.loads((out / "report" / "depth_formats_512.json").read_text())  # niah-depth: mean of 3 formats
+    depth = json.loads((out / "report" / "depth_niah_single_2_512.json").read_text())
     assert [row[0] for row in depth["rows"]] == ["0", "20", "40", "50", "60", "80", "100", "Average"]
 
     # Resuming a block whose cells are all journaled generates nothing and adds no record.

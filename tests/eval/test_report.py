@@ -53,7 +53,12 @@ def test_depth_format_tables_heatmaps_and_effective_length(tmp_path, cli):
     assert eff == {"A": 2048, "B": None}  # B's 75 never reaches 85.6
     for f in ("heatmap_A_Essay-Word-Num.png", "heatmap_B_Repeat-Word-Num.png", "curve_Essay-Word-Num.png"):
         assert (out / f).read_bytes()[:4] == b"\x89PNG"
-    assert (out / "depth_Essay-Word-Num_4096.csv").read_text().splitlines()[1] == "0,0.0,75.0"
+    # CSV: each score column gets its n and 95 % interval (Wilson: 0/4 -> [0, 48.99], 3/4 -> [30.06, 95.44]).
+    csv_lines = (out / "depth_Essay-Word-Num_4096.csv").read_text().splitlines()
+    assert csv_lines[0] == "depth,A,A_n,A_lo,A_hi,B,B_n,B_lo,B_hi"
+    assert csv_lines[1] == "0,0.0,4,0.0,48.99,75.0,4,30.06,95.44"
+    assert "| 0 | 0.00 [0.0, 49.0] n=4 | 75.00 [30.1, 95.4] n=4 |" in (out / "depth_Essay-Word-Num_4096.md").read_text()
+    assert depth["cells"][0][2] == {"mean": 75.0, "n": 4, "lo": 30.06, "hi": 95.44, "method": "wilson"}
     assert cli("report", tmp_path / "B", "--out", out, "--threshold", "70") == 0
     assert json.loads((out / "effective_length.json").read_text())["rows"][0][3] == 4096
 

@@ -62,7 +62,9 @@ def test_parquet(tmp_path, capsys):
 def test_suites():
     assert [s.label for s in expand_suite("ruler")][:2] == ["niah_single_1", "niah_single_2"]
     assert len(expand_suite("ruler")) == 13
-    assert [s.params["depth"] for s in expand_suite("niah-depth")] == [0, 20, 40, 50, 60, 80, 100]
+    depth = expand_suite("niah-depth")  # the three formats of Table 4 at each depth, as the seed's Tables 2-3
+    assert [s.params["depth"] for s in depth] == [0, 20, 40, 50, 60, 80, 100] * 3
+    assert depth[0].label == "Essay-Word-Num@depth=0" and depth[-1].label == "Repeat-Word-Num@depth=100"
     fmt = [s.label for s in expand_suite("niah-format")]
     assert len(fmt) == 9 and "Essay-Word-Num@depth=0" in fmt and "Repeat-Word-Num@depth=100" in fmt
 

@@ -271,7 +271,9 @@ def test_every_cell_keeps_its_samples_when_blocks_share_prompts(tmp_path, random
         "models": [{"name": "a", "path": str(random_model), "context": 512}],
         "generation": {"batch_size": 8, "max_new_tokens": 4},
         "eval": [{"name": "ruler", "tasks": ["niah_single_2"], "lengths": ["0.5x", "1x"], "num_samples": 2},
-                 {"name": "depth", "suite": "niah-depth", "lengths": ["1x"], "num_samples": 2},
+                 # niah_single_2 alone at 7 depths: the same prompts as Essay-Word-Num in other cells
+                 {"name": "depth", "tasks": [f"niah_single_2@depth={d}" for d in (0, 20, 40, 50, 60, 80, 100)],
+                  "lengths": ["1x"], "num_samples": 2},
                  {"name": "format", "suite": "niah-format", "lengths": ["0.5x", "1x"], "num_samples": 2}],
     }
     study = Study(load_study(str(_write(tmp_path, cfg))), out=out, progress=False, log=lambda m: None)

@@ -17,7 +17,7 @@ from spanlab.cli.app import app
 
 @app.command("generate")
 def generate_cmd(
-    suite: Optional[str] = typer.Option(None, "--suite", help="Named suite: ruler (the 13 RULER tasks), niah-depth (niah_single_2 at depths 0, 20, 40, 50, 60, 80, 100), niah-format (Essay-Word-Num, Essay-Word-UUID, Repeat-Word-Num at depths 0, 50, 100)."),
+    suite: Optional[str] = typer.Option(None, "--suite", help="Named suite: ruler (the 13 RULER tasks), niah-depth (Essay-Word-Num, Essay-Word-UUID, Repeat-Word-Num at depths 0, 20, 40, 50, 60, 80, 100; the report averages the three per depth, as Huang 2024 Tables 2-3), niah-format (Essay-Word-Num, Essay-Word-UUID, Repeat-Word-Num at depths 0, 50, 100)."),
     tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma-separated task names instead of a suite, e.g. niah_single_2,vt; parameters as name@key=value, e.g. niah_single_2@depth=50@haystack=repeat."),
     lengths: str = typer.Option("4096", "--lengths", help="Comma-separated max lengths in tokens (prompt + tokens_to_generate, as RULER), e.g. 4096,8192 or 4k,8k."),
     num_samples: int = typer.Option(100, "--num-samples", "-n", help="Samples per task and length; sample i is the same whatever this number is."),

@@ -1,4 +1,8 @@
-"""Figures: depth × length heatmaps per run and NIAH task, accuracy-vs-length curves across runs."""
+"""Figures: depth × length heatmaps per run and NIAH task, accuracy-vs-length curves across runs.
+
+Curves carry 95 % error bars (the intervals of the tables) and say their n; heatmaps print n in
+each cell when the cells' n differ, and in the title when they do not.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from spanlab.report.load import Run, base_label, swept_depth
-from spanlab.report.tables import _slug, grid, length_records
+from spanlab.report.tables import _slug, cells, grid, length_records, mean_score
+from spanlab.scoring import Score
 
 
 def _plt():
@@ -19,29 +24,38 @@ def _plt():
     return plt
 
 
+def _n_label(ns: Sequence[int]) -> str:
+    lo, hi = min(ns), max(ns)
+    return f"n={lo}" if lo == hi else f"n={lo}–{hi}"
+
+
 def depth_heatmaps(runs: Sequence[Run], out: Path) -> list[Path]:
     plt = _plt()
     paths = []
     for run in runs:
         recs = [r for r in run.records if swept_depth(r) is not None]
         for label in sorted({base_label(r) for r in recs}):
-            g = grid([r for r in recs if base_label(r) == label], lambda r: swept_depth(r), lambda r: r["length"])
+            g = grid([r for r in recs if base_label(r) == label], swept_depth, lambda r: r["length"])
             depths = sorted(g)
             lengths = sorted({ln for cols in g.values() for ln in cols})
             if len(depths) < 2:
                 continue
-            data = [[g[d].get(ln, float("nan")) for ln in lengths] for d in depths]
-            fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(lengths), 1.2 + 0.45 * len(depths)))
+            cell: list[list[Score | None]] = [[g[d].get(ln) for ln in lengths] for d in depths]
+            data = [[float("nan") if s is None else s.mean for s in row] for row in cell]
+            ns = [s.n for row in cell for s in row if s is not None]
+            same_n = len(set(ns)) == 1
+            fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(lengths), 1.2 + 0.45 * len(depths) * (1 if same_n else 1.4)))
             im = ax.imshow(data, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
             ax.set_xticks(range(len(lengths)), [str(x) for x in lengths])
             ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
             ax.set_xlabel("context length (tokens)")
             ax.set_ylabel("needle depth (%)")
-            ax.set_title(f"{run.name}: {label}", fontsize=9)
-            for i, row in enumerate(data):
-                for j, v in enumerate(row):
-                    if not math.isnan(v):
-                        ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7)
+            ax.set_title(f"{run.name}: {label}" + (f" ({_n_label(ns)} per cell)" if same_n else ""), fontsize=9)
+            for i, row in enumerate(cell):
+                for j, s in enumerate(row):
+                    if s is not None and not math.isnan(s.mean):
+                        text = f"{s.mean:.0f}" if same_n else f"{s.mean:.0f}\nn={s.n}"
+                        ax.text(j, i, text, ha="center", va="center", fontsize=7 if same_n else 6)
             fig.colorbar(im, ax=ax, fraction=0.05)
             fig.tight_layout()
             p = out / f"heatmap_{_slug(run.name)}_{_slug(label)}.png"
@@ -51,31 +65,41 @@ def depth_heatmaps(runs: Sequence[Run], out: Path) -> list[Path]:
     return paths
 
 
+def curve_points(run: Run, label: str) -> dict[int, Score]:
+    """The points of one curve: a task's score per length, or for `Average` the mean over tasks."""
+    c = cells(length_records(run), base_label, lambda r: r["length"])
+    if label == "Average":
+        lengths = sorted({ln for cols in c.values() for ln in cols})
+        return {ln: s for ln in lengths if (s := mean_score([c[t][ln] for t in c if ln in c[t]])) is not None}
+    if label not in c:
+        return {}
+    return {ln: mean_score([recs]) for ln, recs in sorted(c[label].items())}  # type: ignore[misc]
+
+
 def length_curves(runs: Sequence[Run], out: Path) -> list[Path]:
-    """One figure per task plus one for the average: accuracy vs length, a line per run."""
+    """One figure per task plus one for the average: accuracy vs length, a line per run, with
+    95 % error bars and n in the legend."""
     plt = _plt()
-    per_run = {run.name: grid(length_records(run), base_label, lambda r: r["length"]) for run in runs}
-    labels = sorted({t for g in per_run.values() for t in g})
+    labels = sorted({base_label(r) for run in runs for r in length_records(run)})
     paths = []
     for label in ["Average", *labels]:
         fig, ax = plt.subplots(figsize=(5, 3.2))
         for run in runs:
-            g = per_run[run.name]
-            if label == "Average":
-                lengths = sorted({ln for cols in g.values() for ln in cols})
-                ys = [sum(g[t][ln] for t in g if ln in g[t]) / sum(1 for t in g if ln in g[t]) for ln in lengths]
-            elif label in g:
-                lengths = sorted(g[label])
-                ys = [g[label][ln] for ln in lengths]
-            else:
+            pts = curve_points(run, label)
+            if not pts:
                 continue
-            ax.plot(lengths, ys, marker="o", label=run.name)
+            lengths = sorted(pts)
+            ys = [pts[ln].mean for ln in lengths]
+            err = [[max(0.0, pts[ln].mean - pts[ln].lo) for ln in lengths],
+                   [max(0.0, pts[ln].hi - pts[ln].mean) for ln in lengths]]
+            ax.errorbar(lengths, ys, yerr=err, marker="o", capsize=3,
+                        label=f"{run.name} ({_n_label([pts[ln].n for ln in lengths])})")
             if run.train_length:
                 ax.axvline(run.train_length, color="grey", lw=0.8, ls="--")
         ax.set_xscale("log", base=2)
         ax.set_ylim(-2, 102)
         ax.set_xlabel("context length (tokens)")
-        ax.set_ylabel("accuracy (%)")
+        ax.set_ylabel("accuracy (%), 95 % interval")
         ax.set_title(label, fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()

@@ -276,9 +276,11 @@ def test_depth_is_one_percent_number_carried_by_the_journal_record():
     swept = generate_samples(specs_from("niah-depth", []), lengths=[512], depths=None, num_samples=1,
                              tokenizer=tok, seed=0, template="base")
     recs = [make_record(s, "", 0, 0, 0.0, 1, 0) for s in swept]
-    assert [(r["group"], r["swept"], r["depth"]) for r in recs] == [("niah_single_2", True, float(d))
+    # niah-depth sweeps the three formats of Huang's Table 4 (its Tables 2-3 average them).
+    formats = ("Essay-Word-Num", "Essay-Word-UUID", "Repeat-Word-Num")
+    assert [(r["group"], r["swept"], r["depth"]) for r in recs] == [(f, True, float(d)) for f in formats
                                                                     for d in (0, 20, 40, 50, 60, 80, 100)]
-    assert {base_label(r) for r in recs} == {"niah_single_2"} and [swept_depth(r) for r in recs] == [
+    assert {base_label(r) for r in recs} == set(formats) and [swept_depth(r) for r in recs] == [
         r["depth"] for r in recs]
     plain = generate_samples(specs_from(None, ["niah_single_1"]), lengths=[512], depths=None, num_samples=1,
                              tokenizer=tok, seed=0, template="base")
@@ -286,4 +288,4 @@ def test_depth_is_one_percent_number_carried_by_the_journal_record():
     assert rec["depth"] is not None and rec["swept"] is False and swept_depth(rec) is None  # random, not swept
     # A journal written before these fields still reads the same.
     old = {k: v for k, v in recs[3].items() if k not in ("group", "swept")}
-    assert base_label(old) == "niah_single_2" and swept_depth(old) == 50.0
+    assert base_label(old) == "Essay-Word-Num" and swept_depth(old) == 50.0

@@ -51,10 +51,12 @@ def test_only_decode_steps_on_the_held_cache_are_taken(tiny_models):
     cache = g.cache_for(2, 40)
     ids = torch.ones(2, 1, dtype=torch.long)
     step = {"input_ids": ids, "position_ids": ids, "attention_mask": torch.ones(2, 1, 1, 256, dtype=torch.bool),
-            "past_key_values": cache, "use_cache": True, "logits_to_keep": 1}
+            g.cache_key: cache, "use_cache": True, "logits_to_keep": 1}
+    # generate passes the cache as `past_key_values` up to transformers 5.23 and as `cache` after.
+    assert g.cache_key in ("past_key_values", "cache")
     assert g._is_step(step)
     other = StaticCache(config=b.model.config, max_cache_len=256)
-    for change in ({"past_key_values": other}, {"input_ids": torch.ones(2, 3, dtype=torch.long)},
+    for change in ({g.cache_key: other}, {"input_ids": torch.ones(2, 3, dtype=torch.long)},
                    {"attention_mask": torch.ones(2, 256, dtype=torch.bool)}, {"output_attentions": True},
                    {"return_dict": False}, {"position_ids": None}):
         assert not g._is_step(step | change), change

@@ -29,13 +29,16 @@ import functools
 import os
 from typing import Any
 
+from spanlab.models.hf_compat import generate_cache_kwarg
+
 ENV = "SPANLAB_DECODE_GRAPHS"
 BUCKET = 256
 
 # The keyword arguments generate's decode steps pass; anything else (hidden states, attentions) is
 # not captured and runs the model's own forward.
-_STEP_KEYS = {"input_ids", "attention_mask", "position_ids", "past_key_values", "use_cache", "logits_to_keep",
-              "return_dict", "inputs_embeds"}
+# The cache arrives as `past_key_values` (transformers <= 5.23) or `cache` (>= 5.24; models/hf_compat.py).
+_STEP_KEYS = {"input_ids", "attention_mask", "position_ids", "past_key_values", "cache", "use_cache",
+              "logits_to_keep", "return_dict", "inputs_embeds"}
 
 
 def enabled_by_env() -> bool:
@@ -85,6 +88,7 @@ class DecodeGraphs:
         self.step: _Step | None = None
         self.captures = 0  # graphs captured so far (tests, benchmarks)
         self.replays = 0
+        self.cache_key = generate_cache_kwarg(model)  # the name generate passes the cache by
         self._had = model.__dict__.get("forward")  # an instance-level forward someone set before us
         self._orig = model.forward
         model.forward = self._wrap(self._orig)
@@ -129,7 +133,7 @@ class DecodeGraphs:
         return forward
 
     def _is_step(self, kw: dict) -> bool:
-        cache = kw.get("past_key_values")
+        cache = kw.get(self.cache_key)
         if cache is None or cache is not self.cache or not set(kw) <= _STEP_KEYS:
             return False
         ids, mask, pos = kw.get("input_ids"), kw.get("attention_mask"), kw.get("position_ids")
@@ -152,7 +156,7 @@ class DecodeGraphs:
             st.mask.copy_(kw["attention_mask"])
             st.run()
             self.replays += 1
-        return st.out_type(logits=st.logits, past_key_values=self.cache)
+        return st.out_type(logits=st.logits, **{self.cache_key: self.cache})
 
     def _capture(self, kw: dict) -> _Step:
         import torch
@@ -163,8 +167,8 @@ class DecodeGraphs:
         mask = kw["attention_mask"].clone(memory_format=torch.contiguous_format)
 
         def call():
-            return self._orig(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                              use_cache=True, logits_to_keep=1, return_dict=True)
+            return self._orig(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                              return_dict=True, **{self.cache_key: cache})
 
         if not self.graphs:
             out = call()

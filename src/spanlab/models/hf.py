@@ -326,7 +326,7 @@ class HFBackend(Backend):
         extra: dict[str, Any] = {}
         if self.graphs is not None:
             gc.cache_implementation = None  # generate refuses a cache implementation next to a given cache
-            extra["past_key_values"] = self.graphs.cache_for(int(shape[0]), int(shape[1]) + max_new_tokens)
+            extra[self.graphs.cache_key] = self.graphs.cache_for(int(shape[0]), int(shape[1]) + max_new_tokens)
         return gc, extra
 
     def loglikelihood(self, contexts: Sequence[str], continuations: Sequence[str]) -> list[float]:

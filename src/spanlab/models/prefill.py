@@ -29,6 +29,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from spanlab.models.hf_compat import cache_kwarg, generate_skips_cached_prompt, is_recurrent, output_cache
+
 DEFAULT_PREFILL_CHUNK = 2048
 
 # Oldest transformers whose linear-attention cache continues a multi-token forward from a stored
@@ -40,6 +42,8 @@ MIN_TRANSFORMERS = (5, 17)
 # `chunked_prefill` (class name -> (mode, cache argument of forward, attribute of the output
 # holding the cache)) and `prefill_not_exact` (recurrent classes whose chunked forward is known to
 # differ from one shot).
+# Profiles name the caches by their pre-5.24 names; `plan_prefill` resolves them against the
+# installed transformers (models/hf_compat.py).
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,7 @@ def plan_prefill(model: Any, chunk: int, *, trust_remote_code: bool = False) -> 
     arch = profile_for(model)
     if chunk <= 0:
         return PrefillPlan("one-shot", reason="chunked prefill off (--prefill-chunk 0)")
-    recurrent = bool(getattr(model, "_is_stateful", False))
+    recurrent = is_recurrent(model)  # transformers >= 5.25 has no `_is_stateful` flag (models/hf_compat.py)
     version = transformers_version()
     if trust_remote_code:
         # Remote code is unverified, whatever its class is called.
@@ -98,9 +102,11 @@ def plan_prefill(model: Any, chunk: int, *, trust_remote_code: bool = False) -> 
     if _version(version) < MIN_TRANSFORMERS:
         return PrefillPlan("one-shot", tell=True, reason=f"{name}: transformers {version} predates the cache API chunked "
                                                          f"prefill was verified on (>= {'.'.join(map(str, MIN_TRANSFORMERS))})")
-    mode, cache_arg, cache_out = arch.chunked_prefill[name]
-    if cache_arg not in inspect.signature(model.forward).parameters:
-        return PrefillPlan("one-shot", reason=f"{name}.forward takes no {cache_arg!r} in transformers {version}", tell=True)
+    mode, legacy_arg, cache_out = arch.chunked_prefill[name]
+    # transformers >= 5.24 renamed both legacy names to `cache` (models/hf_compat.py).
+    cache_arg = cache_kwarg(model, legacy_arg)
+    if cache_arg is None:
+        return PrefillPlan("one-shot", reason=f"{name}.forward takes no {legacy_arg!r} in transformers {version}", tell=True)
     if mode == "generate" and not hasattr(GenerationConfig(), "prefill_chunk_size"):
         return PrefillPlan("one-shot", reason=f"{name}: transformers {version} has no prefill_chunk_size", tell=True)
     return PrefillPlan(mode, chunk, cache_arg, cache_out)
@@ -128,7 +134,7 @@ def prefill_state(model: Any, plan: PrefillPlan, input_ids: Any, attention_mask:
         kwargs = {plan.cache_arg: cache} if cache is not None else {}
         out = model(input_ids=input_ids[:, start:end], attention_mask=attention_mask[:, :end], use_cache=True,
                     return_dict=True, **trim, **kwargs)
-        cache = getattr(out, plan.cache_out)
+        cache = output_cache(out, plan.cache_out)
         del out  # the chunk's activations and logits go before the next chunk allocates its own
     return cache
 
@@ -160,6 +166,11 @@ def chunked_generate(model: Any, plan: PrefillPlan, input_ids: Any, attention_ma
     # A user-supplied cache cannot be combined with a cache implementation in generate.
     gc.cache_implementation = None
     cache = prefill_state(model, plan, input_ids[:, :cut], attention_mask[:, :cut])
+    if generate_skips_cached_prompt(plan.cache_arg):
+        # Renamed cache API: generate itself drops the prompt tokens the cache has seen, so it
+        # gets the whole prompt (and returns it in `sequences`); it still feeds only the tail.
+        return model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=gc,
+                              **{plan.cache_arg: cache}, **kwargs)
     # The tail's mask is trimmed to it by transformers, as for every chunk.
     out = model.generate(input_ids=input_ids[:, cut:], attention_mask=attention_mask[:, cut:], generation_config=gc,
                          **{plan.cache_arg: cache}, **kwargs)

@@ -172,6 +172,9 @@ def ssd_chunk_scan(
 
 def _is_torch_fallback(fn: Any) -> bool:
     """True when `fn` is transformers' pure-torch scan, not a mamba-ssm/hub kernel behind its wrapper."""
+    from spanlab.models.hf_compat import kernel_closure
+
+    fn = kernel_closure(fn)  # transformers >= 5.25 wraps the closure in a `kernels` Func module
     try:
         nonlocals = inspect.getclosurevars(fn).nonlocals
     except (TypeError, ValueError):

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from spanlab.errors import SpanlabError
+from spanlab.report.harness import harness_only, harness_table
 from spanlab.report.html import render_html
 from spanlab.report.load import Run, load_runs, task_set_note
 from spanlab.report.plots import depth_heatmaps, length_curves
@@ -51,17 +52,20 @@ def build_report(rundirs: list[str], out: str | None = None, threshold: float = 
                  compare: bool = False) -> Path:
     """Write every table (md/csv/json), every figure (png) and `index.html`; returns the out dir.
     With `compare`, the first table is the paired comparison of the two runs (`compare.*`)."""
-    runs = load_runs(rundirs)
-    tables = build_tables(runs, threshold, compare)
+    # Folders with only `spanlab harness` results have no RULER run to load (report/harness.py).
+    ruler_dirs = [d for d in rundirs if not harness_only(d)]
+    runs = load_runs(ruler_dirs) if (ruler_dirs or not rundirs) else []
     dest = Path(out) if out else Path(rundirs[0]) / "report"
     dest.mkdir(parents=True, exist_ok=True)
+    tables = (build_tables(runs, threshold, compare) if runs else []) + [
+        t for t in [harness_table(rundirs)] if t is not None]
     for t in tables:
         (dest / f"{t.name}.md").write_text(t.to_markdown(), encoding="utf-8")
         (dest / f"{t.name}.csv").write_text(t.to_csv(), encoding="utf-8")
         (dest / f"{t.name}.json").write_text(json.dumps(t.to_json(), indent=2), encoding="utf-8")
     (dest / "report.md").write_text("\n".join(t.to_markdown() for t in tables), encoding="utf-8")
     (dest / "tables.json").write_text(json.dumps([t.to_json() for t in tables], indent=2), encoding="utf-8")
-    figures = length_curves(runs, dest) + depth_heatmaps(runs, dest)
+    figures = (length_curves(runs, dest) + depth_heatmaps(runs, dest)) if runs else []
     info = [f"{r.name}: {r.manifest.get('model', {}).get('model')} ({r.manifest.get('model', {}).get('model_class')}, "
             f"{r.manifest.get('model', {}).get('dtype')}), {len(r.records)} samples" for r in runs]
     (dest / "index.html").write_text(render_html("spanlab report", tables, figures, info), encoding="utf-8")

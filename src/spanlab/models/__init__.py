@@ -30,9 +30,8 @@ def load_backend(cfg: Any) -> Backend:
         return OpenAIBackend(cfg.model, base_url=cfg.base_url, api_key=cfg.api_key, tokenizer=cfg.tokenizer,
                              concurrency=cfg.concurrency, timeout=cfg.timeout, retries=cfg.retries)
     if name == "vllm":
-        from spanlab.models.vllm import VLLMBackend
-
         from spanlab.models.builtin import resolve_builtin
+        from spanlab.models.vllm import VLLMBackend
 
         # vLLM loads folders itself; HFBackend resolves `builtin:` names on its own.
         return VLLMBackend(resolve_builtin(cfg.model), tokenizer=resolve_builtin(cfg.tokenizer) if cfg.tokenizer else None,

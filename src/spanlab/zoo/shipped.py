@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from spanlab.errors import SpanlabError
+
 # The listing lives with the built-in model registry (models/ may not import zoo/); re-exported here.
 from spanlab.models.builtin import resolve_builtin, shipped_models, shipped_root  # noqa: F401
 

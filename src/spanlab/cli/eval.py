@@ -17,7 +17,7 @@ _D = {name: f.default for name, f in EvalConfig.model_fields.items()}
 
 @app.command("eval")
 def eval_cmd(
-    model: str = typer.Option(..., "--model", "-m", help="Model directory or hub name (or served model name for --backend openai)."),
+    model: str = typer.Option(..., "--model", "-m", help="Model directory, hub name or builtin:NAME (e.g. builtin:smollm2; see docs/eval.md), or served model name for --backend openai."),
     out: str = typer.Option(..., "--out", "-o", help="Run directory (created; re-running resumes it)."),
     backend: str = typer.Option(_D["backend"], help="hf | mamba_ssm | openai | vllm"),
     suite: str | None = typer.Option(None, help="ruler | niah-depth | niah-format"),

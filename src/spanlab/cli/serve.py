@@ -9,7 +9,7 @@ from spanlab.cli.app import app
 
 @app.command("serve")
 def serve_cmd(
-    model: str = typer.Option(..., "--model", "-m", help="Model directory or hub name."),
+    model: str = typer.Option(..., "--model", "-m", help="Model directory, hub name or builtin:NAME."),
     backend: str = typer.Option("hf", help="hf | mamba_ssm"),
     tokenizer: str | None = typer.Option(None),
     dtype: str = typer.Option("auto"),

@@ -26,15 +26,20 @@ from spanlab.finetune.rope import scale_rope
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def _check_model_dir(path: str) -> None:
+def _check_model_dir(path: str) -> str:
+    """The local folder `path` names (`builtin:NAME` resolved by spanlab.models.builtin)."""
+    from spanlab.models.builtin import resolve_builtin
+
+    path = resolve_builtin(path)
     if not Path(path).is_dir():
         raise SpanlabError(f"{path}: not a local model folder; spanlab never downloads models, save one locally first")
+    return path
 
 
 def load_tokenizer(path: str) -> Any:
     from transformers import AutoTokenizer
 
-    _check_model_dir(path)
+    path = _check_model_dir(path)
     try:
         return AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as e:
@@ -44,7 +49,7 @@ def load_tokenizer(path: str) -> Any:
 def load_base_model(path: str, *, dtype: torch.dtype = torch.float32, rope_scaling: float | None = None) -> Any:
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    _check_model_dir(path)
+    path = _check_model_dir(path)
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as e:

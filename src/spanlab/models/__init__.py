@@ -30,9 +30,12 @@ def load_backend(cfg: Any) -> Backend:
         return OpenAIBackend(cfg.model, base_url=cfg.base_url, api_key=cfg.api_key, tokenizer=cfg.tokenizer,
                              concurrency=cfg.concurrency, timeout=cfg.timeout, retries=cfg.retries)
     if name == "vllm":
+        from spanlab.models.builtin import resolve_builtin
         from spanlab.models.vllm import VLLMBackend
 
-        return VLLMBackend(cfg.model, tokenizer=cfg.tokenizer, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+        # vLLM loads folders itself; HFBackend resolves `builtin:` names on its own.
+        return VLLMBackend(resolve_builtin(cfg.model), tokenizer=resolve_builtin(cfg.tokenizer) if cfg.tokenizer else None,
+                           dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
     raise SpanlabError(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from spanlab.errors import SpanlabError
 from spanlab.models.base import Backend, Generation, cut_at_stop
+from spanlab.models.builtin import resolve_builtin
 from spanlab.models.fingerprint import model_dir_hash, tokenizer_hash
 from spanlab.models.prefill import (
     DEFAULT_PREFILL_CHUNK,
@@ -121,6 +122,10 @@ class HFBackend(Backend):
 
             register()
         self.model_name = model
+        # `builtin:NAME` loads from a local folder; the manifest keeps the name the user gave.
+        self.model_path = model if model_obj is not None else resolve_builtin(model)
+        tokenizer_path = resolve_builtin(tokenizer) if tokenizer else None
+        model = self.model_path
         self.device = resolve_device(device)
         self.torch_dtype = resolve_dtype(dtype, self.device)
         if model_obj is None:
@@ -150,8 +155,8 @@ class HFBackend(Backend):
         if attn_implementation and current != attn_implementation:
             self.model.set_attn_implementation(attn_implementation)
         self.config = self.model.config
-        self.tokenizer = tokenizer_obj if tokenizer_obj is not None else load_tokenizer(tokenizer or model, trust_remote_code)
-        self.tokenizer_name = tokenizer or model
+        self.tokenizer = tokenizer_obj if tokenizer_obj is not None else load_tokenizer(tokenizer_path or model, trust_remote_code)
+        self.tokenizer_name = tokenizer or self.model_name
         vocab = getattr(self.config, "vocab_size", None)
         if vocab is not None and len(self.tokenizer) > vocab:
             raise SpanlabError(
@@ -245,7 +250,7 @@ class HFBackend(Backend):
             "model": self.model_name,
             "model_class": type(self.model).__name__,
             "model_type": getattr(self.config, "model_type", None),
-            "model_hash": model_dir_hash(Path(self.model_name).expanduser()) if Path(self.model_name).expanduser().is_dir() else None,
+            "model_hash": model_dir_hash(Path(self.model_path).expanduser()) if Path(self.model_path).expanduser().is_dir() else None,
             "revision": getattr(self.config, "_commit_hash", None),
             "tokenizer": self.tokenizer_name,
             "tokenizer_hash": tokenizer_hash(self.tokenizer),

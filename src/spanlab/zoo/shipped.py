@@ -11,37 +11,24 @@ from __future__ import annotations
 
 import json
 import shutil
-from importlib import resources
 from pathlib import Path
 
 from spanlab.errors import SpanlabError
+
+# The listing lives with the built-in model registry (models/ may not import zoo/); re-exported here.
+from spanlab.models.builtin import resolve_builtin, shipped_models, shipped_root  # noqa: F401
 
 SHIPPED_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                  "tokenizer_config.json", "chat_template.jinja", "pretrain.json", "train_log.jsonl")
 
 
-def shipped_root() -> Path:
-    return Path(str(resources.files("spanlab.data"))) / "models"
-
-
-def shipped_models() -> dict[str, Path]:
-    """Name -> directory of every model shipped with the package, e.g. `hybrid-tiny-c256`."""
-    root = shipped_root()
-    if not root.is_dir():
-        return {}
-    return {p.name: p for p in sorted(root.iterdir()) if (p / "config.json").is_file()
-            and (p / "model.safetensors").is_file()}
-
-
 def resolve_model(name_or_path: str) -> str:
-    """A shipped model's name (`builtin:<name>` or bare `<name>`) -> its directory; anything else unchanged."""
-    key = name_or_path.removeprefix("builtin:")
+    """A built-in model (`builtin:<name>`, see `spanlab.models.builtin`) or a bare shipped name -> its
+    directory; anything else unchanged."""
     models = shipped_models()
-    if key in models and not Path(name_or_path).exists():
-        return str(models[key])
-    if name_or_path.startswith("builtin:"):
-        raise SpanlabError(f"no shipped model {key!r}; shipped: {', '.join(models) or 'none'}")
-    return name_or_path
+    if name_or_path in models and not Path(name_or_path).exists():
+        return str(models[name_or_path])
+    return resolve_builtin(name_or_path)
 
 
 def export_run(run_dir: str | Path, dest: str | Path) -> Path:

@@ -14,6 +14,31 @@ from spanlab.errors import SpanlabError
 DEFAULT_LR = {"s2": 2e-5}
 DEFAULT_LR_OTHER = 2e-4
 
+# Expansion Span, sec. 4 and App. B: SE-Attn draws each layer call's chunk size from {2048, 4096}
+# at context 8192 (fixed chunks do worse, Fig. 3b); SW-Attn uses a 4096 window at 8192.
+PAPER_CHUNK_SIZES = (2048, 4096)
+# LoRA rank / alpha: r=32, α=64 for the Mamba-2-Hybrid, r=8, α=16 for Transformers (LongLoRA's).
+LORA_HYBRID = (32, 64)
+LORA_TRANSFORMER = (8, 16)
+
+
+def default_chunk_sizes(context: int) -> tuple[int, ...]:
+    """The paper's {2048, 4096} when the context holds at least two chunks of the larger size
+    (context >= 8192); shorter contexts keep the paper's proportions at 8192, {context/4, context/2},
+    so the random draw (the regulariser of Fig. 3b) survives at small scale."""
+    if context >= 2 * PAPER_CHUNK_SIZES[-1]:
+        return PAPER_CHUNK_SIZES
+    return tuple(sorted({max(1, context // 4), max(1, context // 2)}))
+
+
+def default_window(context: int) -> int:
+    """SW window: the paper's 4096 at 8192 is context/2; the same ratio at other contexts."""
+    return max(1, context // 2)
+
+
+def default_lora(hybrid: bool) -> tuple[int, int]:
+    return LORA_HYBRID if hybrid else LORA_TRANSFORMER
+
 
 class FinetuneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -33,15 +58,17 @@ class FinetuneConfig(BaseModel):
 
     context: int = Field(8192, ge=16)
     attention: Literal["full", "sw", "s2", "se", "se-nomem", "se-random", "se-landmark"] = "se"
-    window: int | None = Field(None, description="sw window (default context/4)")
-    group_size: int | None = Field(None, description="s2 group size (default context/4)")
-    chunk_size: list[int] | None = Field(None, description="se chunk size(s) (default context/4); several = random draw")
+    window: int | None = Field(None, description="sw window (default context/2: the paper's 4096 at 8192)")
+    group_size: int | None = Field(None, description="s2 group size (default context/4, LongLoRA's)")
+    chunk_size: list[int] | None = Field(
+        None, description="se chunk size(s), several = random draw per layer call (default the paper's "
+        "[2048, 4096] from context 8192, [context/4, context/2] below)")
     block_size: int = 32
     top_k: int = 8
 
     peft: Literal["lora", "lora+", "hylora"] = "hylora"
-    rank: int = Field(32, ge=1)
-    alpha: int = Field(64, ge=1)
+    rank: int | None = Field(None, ge=1, description="LoRA rank (default by architecture: 32 hybrid, 8 Transformer)")
+    alpha: int | None = Field(None, ge=1, description="LoRA alpha (default by architecture: 64 hybrid, 16 Transformer)")
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     rope_scaling: float | None = Field(None, description="linear RoPE interpolation factor (Transformers)")
 
@@ -95,14 +122,21 @@ class FinetuneConfig(BaseModel):
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR.get(self.attention, DEFAULT_LR_OTHER)
 
+    def lora(self, hybrid: bool) -> tuple[int, int]:
+        """(rank, alpha): the given ones, else the paper's for the architecture; a lone rank gets
+        alpha = 2·rank (the paper keeps α/r = 2, Fig. 6)."""
+        rank, alpha = default_lora(hybrid)
+        if self.rank is not None:
+            rank, alpha = self.rank, 2 * self.rank
+        return rank, self.alpha if self.alpha is not None else alpha
+
     def attention_params(self) -> dict[str, Any]:
-        quarter = max(1, self.context // 4)
         if self.attention == "sw":
-            return {"window": self.window or quarter}
+            return {"window": self.window or default_window(self.context)}
         if self.attention == "s2":
-            return {"group_size": self.group_size or quarter}
+            return {"group_size": self.group_size or max(1, self.context // 4)}
         if self.attention.startswith("se"):
-            chunk: Any = self.chunk_size or [quarter]
+            chunk: Any = self.chunk_size or list(default_chunk_sizes(self.context))
             return {
                 "chunk_size": chunk[0] if len(chunk) == 1 else tuple(chunk),
                 "block_size": self.block_size,

@@ -9,9 +9,10 @@ import torch
 
 from spanlab.errors import SpanlabError
 
-VARIANTS: tuple[str, ...] = ("full", "sw", "s2", "se", "se-nomem", "se-random", "se-landmark")
+VARIANTS: tuple[str, ...] = ("full", "sw", "s2", "se", "se-nomem", "se-random", "se-landmark", "se-meanq")
 
-_SE_SELECTION = {"se": "relevance", "se-nomem": "none", "se-random": "random", "se-landmark": "landmark"}
+_SE_SELECTION = {"se": "relevance", "se-nomem": "none", "se-random": "random", "se-landmark": "landmark",
+                 "se-meanq": "meanq"}
 _ALLOWED = {
     "full": set(),
     "sw": {"window"},
@@ -38,7 +39,9 @@ def get_attention(variant: str, **params) -> AttentionFn:
                      block_size=32, top_k=8, generator=None: SE-Attn with relevance retrieval.
         se-nomem:    as se, no retrieval (chunked causal attention).
         se-random:   as se, top_k eligible blocks drawn uniformly with `generator`.
-        se-landmark: as se, block summaries from a fixed landmark query (mean of the block's queries).
+        se-landmark: as se, block summaries from a non-learnable landmark token per block (SE-Attn-LM,
+                     App. F): its fixed query's cross-attention over the block (selection in torch).
+        se-meanq:    as se, block summaries from the mean of the block's queries as landmark query.
     """
     if variant not in VARIANTS:
         raise SpanlabError(f"unknown attention variant {variant!r}; choose one of {', '.join(VARIANTS)}")

@@ -47,7 +47,7 @@ def eval_cmd(
     dtype: str = typer.Option("auto", help="auto | bfloat16 | float16 | float32"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     attn_implementation: str | None = typer.Option(None, help="sdpa | flash_attention_2 | flex_attention | eager"),
-    attention: str = typer.Option("full", help="Attention to evaluate with (hf backend): full (the model's own), or a fine-tuning variant over the KV cache (Expansion Span Fig. 11): sw[:window=4096] | se[:chunk_size=2048,block_size=32,top_k=8] | se-landmark[:...] | se-nomem[:...]; one prompt per batch (docs/finetune.md)."),
+    attention: str = typer.Option("full", help="Attention to evaluate with (hf backend): full (the model's own), or a fine-tuning variant over the KV cache (Expansion Span Fig. 11): sw[:window=4096] | se[:chunk_size=2048,block_size=32,top_k=8] | se-landmark[:...] | se-meanq[:...] | se-nomem[:...]; one prompt per batch (docs/finetune.md)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
     prefill_chunk: int = typer.Option(DEFAULT_PREFILL_CHUNK, help="Prefill long prompts of recurrent/hybrid models (Mamba2, Bamba, Zamba2, FalconH1, RWKV) this many tokens at a time, so memory does not grow with the prompt; 0 = one shot."),
     batch_size: int = typer.Option(16, help="Most prompts per batch (halved automatically on CUDA OOM)."),

@@ -45,7 +45,7 @@ def finetune(
     heldout: list[str] | None = typer.Option(None, help="Eval sample JSONL files/folders whose needles task rows "
                                              "must not contain (repeatable)."),
     context: int | None = typer.Option(None, help="Training sequence length [8192]."),
-    attention: str | None = typer.Option(None, help="full | sw | s2 | se | se-nomem | se-random | se-landmark [se]."),
+    attention: str | None = typer.Option(None, help="full | sw | s2 | se | se-nomem | se-random | se-landmark | se-meanq [se]."),
     window: int | None = typer.Option(None, help="SW window [context/2: the paper's 4096 at 8192]."),
     group_size: int | None = typer.Option(None, help="S² group size [context/4]."),
     chunk_size: str | None = typer.Option(None, help="SE chunk size(s), comma-separated; several = one drawn per layer call [2048,4096 from context 8192; context/4,context/2 below]."),

@@ -15,7 +15,7 @@ def ppl(
     model: str = typer.Option(..., help="Local HF model folder (e.g. OUT/merged of spanlab finetune)."),
     data: list[str] = typer.Option(..., help="Evaluation text: txt / jsonl / parquet file or folder (repeatable)."),
     lengths: str = typer.Option("2048,8192,16384,32768", help="Comma-separated window lengths."),
-    attention: str = typer.Option("full", help="full | sw | s2 | se | se-nomem | se-random | se-landmark."),
+    attention: str = typer.Option("full", help="full | sw | s2 | se | se-nomem | se-random | se-landmark | se-meanq."),
     window: int | None = typer.Option(None, help="SW window."),
     group_size: int | None = typer.Option(None, help="S² group size."),
     chunk_size: int | None = typer.Option(None, help="SE chunk size."),

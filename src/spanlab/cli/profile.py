@@ -22,7 +22,7 @@ def _ints(flag: str, text: str) -> list[int]:
 
 @app.command("profile")
 def profile(
-    variants: str = typer.Option("full,sw,s2,se,se-nomem", help="Comma-separated: full, sw, s2, se, se-nomem, se-random, se-landmark."),
+    variants: str = typer.Option("full,sw,s2,se,se-nomem", help="Comma-separated: full, sw, s2, se, se-nomem, se-random, se-landmark, se-meanq."),
     lengths: str = typer.Option("4096,8192,16384,32768,65536", help="Comma-separated sequence lengths."),
     heads: int = typer.Option(16, help="Query heads."),
     kv_heads: int = typer.Option(0, help="Key/value heads (GQA); 0 = same as --heads."),

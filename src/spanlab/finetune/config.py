@@ -57,7 +57,7 @@ class FinetuneConfig(BaseModel):
     heldout: list[str] = Field(default_factory=list, description="eval sample files whose needles stay out of task rows")
 
     context: int = Field(8192, ge=16)
-    attention: Literal["full", "sw", "s2", "se", "se-nomem", "se-random", "se-landmark"] = "se"
+    attention: Literal["full", "sw", "s2", "se", "se-nomem", "se-random", "se-landmark", "se-meanq"] = "se"
     window: int | None = Field(None, description="sw window (default context/2: the paper's 4096 at 8192)")
     group_size: int | None = Field(None, description="s2 group size (default context/4, LongLoRA's)")
     chunk_size: list[int] | None = Field(

@@ -22,7 +22,7 @@ from torch import nn
 from spanlab.errors import SpanlabError
 
 IMPL_NAME = "spanlab"
-VARIANTS = ("full", "sw", "s2", "se", "se-nomem", "se-random", "se-landmark")
+VARIANTS = ("full", "sw", "s2", "se", "se-nomem", "se-random", "se-landmark", "se-meanq")
 _ORIGINAL_ATTR = "_spanlab_original_attn_implementation"
 _FN_ATTR = "_spanlab_attention"
 
@@ -188,7 +188,7 @@ def patch_attention(model: nn.Module, variant: str, **params: Any) -> nn.Module:
     """Use attention `variant` in every attention layer of `model` (in place; returns `model`).
 
     variant: full | sw (window=) | s2 (group_size=) | se (chunk_size=, block_size=32, top_k=8,
-    selection=relevance|random|none) | se-nomem | se-random | se-landmark. `full` restores the
+    selection=relevance|random|none) | se-nomem | se-random | se-landmark | se-meanq. `full` restores the
     model's native implementation. Non-full variants need unpadded sequences and no KV cache.
     """
     if variant not in VARIANTS:

@@ -7,7 +7,7 @@ in, so generation with a cache equals recomputing the whole sequence without one
 
 Rules, for the query at absolute position t:
     sw:          keys s with t - window < s <= t (the training rule exactly).
-    se / se-landmark / se-nomem (chunk M, blocks of S, top-k):
+    se / se-landmark / se-meanq / se-nomem (chunk M, blocks of S, top-k):
                  its chunk's keys i·M <= s <= t (i = t // M), plus the k blocks that end at or
                  before i·M ranked by R_j = (Σ_{i·M <= s <= t} q_s) · c_j / √D, ties to the more
                  recent block; c_j is the training summary of block j (`block_summaries`: mean
@@ -41,7 +41,7 @@ IMPL_NAME = "spanlab_eval_variant"
 PREFIX = "spanlab-variant:"  # HFBackend's attn_implementation channel: "spanlab-variant:<spec>"
 RULE_ATTR = "_spanlab_eval_rule"
 QCACHE_ATTR = "_spanlab_eval_q"
-EVAL_VARIANTS = ("sw", "se", "se-nomem", "se-landmark")
+EVAL_VARIANTS = ("sw", "se", "se-nomem", "se-landmark", "se-meanq")
 TILE = 256
 
 # Paper defaults (Expansion Span sec. 4): SW window 4096; SE blocks of 32, top-8. Evaluation uses
@@ -60,7 +60,7 @@ class EvalRule:
 
     @property
     def selection(self) -> str:
-        return {"se": "relevance", "se-landmark": "landmark", "se-nomem": "none"}.get(self.variant, "none")
+        return {"se": "relevance", "se-landmark": "landmark", "se-meanq": "meanq", "se-nomem": "none"}.get(self.variant, "none")
 
     def describe(self) -> str:
         if self.variant == "sw":

@@ -126,3 +126,20 @@ def test_cli_eval_with_sw_attention(tiny_models, sample_file, cli, tmp_path):
     assert "sw:window=64" in json.dumps(manifest)
     assert cli("eval", "--model", tiny_models["llama"], "--out", tmp_path / "r2", "--samples", sample_file,
                "--attention", "se-random", "--no-progress") == 2
+
+
+def test_chunked_prefill_equals_one_shot_through_the_backend(build_tiny, tokenizer):
+    """The hf backend's chunked prefill (hybrids) feeds the prompt in slices against the cache."""
+    from spanlab.models.hf import HFBackend
+
+    model = build_tiny("bamba")
+    prompt = ["the quick brown fox jumps over the lazy dog " * 6]
+    spec = VA.PREFIX + "se:chunk_size=32,block_size=8,top_k=2"
+    texts = []
+    for chunk in (0, 24):
+        b = HFBackend("tiny", model_obj=model, tokenizer_obj=tokenizer, device="cpu", dtype="float32",
+                      attn_implementation=spec, prefill_chunk=chunk)
+        assert (b.padding, b.cache_implementation) == ("none", None)
+        assert b.describe()["attention_variant"] == "se:chunk_size=32,block_size=8,top_k=2"
+        texts.append(b.generate(prompt, 4)[0].text)
+    assert texts[0] == texts[1] and texts[0]

@@ -11,7 +11,7 @@ from spanlab.cli.app import app
 
 @app.command("study")
 def study_cmd(
-    config: str = typer.Argument(..., help="study YAML, or a config name (demo, huang2024-mini, expansion-span-mini)"),
+    config: str = typer.Argument(..., help="study YAML, or a config name: one shipped with spanlab (demo, huang2024-replicate, expansion-span-replicate) or under ./configs/ (huang2024-mini, ablation-chunk, ...)"),
     out: Path | None = typer.Option(None, help="study directory (default: the config's `out`, else runs/study-NAME)"),
     device: str | None = typer.Option(None, help="auto | cpu | cuda | cuda:N (overrides the config)"),
     only: str | None = typer.Option(None, help="comma-separated step kinds or ids to run, e.g. train,eval"),

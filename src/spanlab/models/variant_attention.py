@@ -109,16 +109,22 @@ def rule_attention(q_all: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start:
     T = q_all.shape[2]
     if k.shape[2] != T or v.shape[2] != T:
         raise SpanlabError(f"variant attention: {T} queries for {k.shape[2]} keys; the cache lost track of positions")
-    outs = []
     if rule.variant == "sw":
-        for a in range(start, T, TILE):
-            b = min(a + TILE, T)
-            lo = max(0, a - rule.window + 1)
-            t = torch.arange(a, b, device=q_all.device)[:, None]
-            s = torch.arange(lo, b, device=q_all.device)[None, :]
-            outs.append(_sdpa(q_all[:, :, a:b], k[:, :, lo:b], v[:, :, lo:b], (s <= t) & (s > t - rule.window)))
-        return torch.cat(outs, dim=2)
+        return _sw_rows(q_all[:, :, start:], k, v, start, rule.window)
     return _se_rows(q_all, k, v, start, rule)
+
+
+def _sw_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, window: int) -> torch.Tensor:
+    """SW outputs of query rows start..T-1 (q holds just those rows: SW needs no past queries)."""
+    T = k.shape[2]
+    outs = []
+    for a in range(start, T, TILE):
+        b = min(a + TILE, T)
+        lo = max(0, a - window + 1)
+        t = torch.arange(a, b, device=q.device)[:, None]
+        s = torch.arange(lo, b, device=q.device)[None, :]
+        outs.append(_sdpa(q[:, :, a - start : b - start], k[:, :, lo:b], v[:, :, lo:b], (s <= t) & (s > t - window)))
+    return torch.cat(outs, dim=2)
 
 
 def _se_rows(q_all, k, v, start: int, rule: EvalRule) -> torch.Tensor:
@@ -175,7 +181,7 @@ def _attention_forward(
     n, T = query.shape[2], key.shape[2]
     past = T - n
     if past < 0:
-        raise SpanlabError("variant attention: more queries than keys (a static cache? variant eval needs a dynamic one)")
+        raise SpanlabError("variant attention: more queries than keys; it runs over a dynamic KV cache only")
     head_dim = query.shape[-1]
     # Same convention as training (spanlab.finetune.patching): the rules scale by 1/sqrt(head_dim),
     # models with another scale get it by pre-scaling q.
@@ -184,17 +190,16 @@ def _attention_forward(
     query = query.to(value.dtype)
     key = key.to(value.dtype)
     if rule.variant == "sw":
-        q_all = torch.cat([query.new_zeros(query.shape[:2] + (past, head_dim)), query], dim=2) if past else query
-    else:
-        # SE needs the chunk's past queries and the blocks' queries: keep this layer's queries
-        # next to the model's K/V cache. A call without past starts a new sequence.
-        cached = getattr(module, QCACHE_ATTR, None) if past else None
-        have = 0 if cached is None else cached.shape[2]
-        if have != past or (cached is not None and cached.shape[:2] != query.shape[:2]):
-            raise SpanlabError(f"variant attention: the KV cache holds {past} positions but {have} queries were "
-                               "kept; generate one sequence at a time, from its start")
-        q_all = query if cached is None else torch.cat([cached, query], dim=2)
-        setattr(module, QCACHE_ATTR, q_all)
+        return _sw_rows(query, key, value, past, rule.window).transpose(1, 2).contiguous(), None
+    # SE needs the chunk's past queries and the blocks' queries: keep this layer's queries next to
+    # the model's K/V cache. A call without past starts a new sequence.
+    cached = getattr(module, QCACHE_ATTR, None) if past else None
+    have = 0 if cached is None else cached.shape[2]
+    if have != past or (cached is not None and cached.shape[:2] != query.shape[:2]):
+        raise SpanlabError(f"variant attention: the KV cache holds {past} positions but {have} queries were "
+                           "kept; generate one sequence at a time, from its start")
+    q_all = query if cached is None else torch.cat([cached, query], dim=2)
+    setattr(module, QCACHE_ATTR, q_all)
     out = rule_attention(q_all, key, value, past, rule)
     return out.transpose(1, 2).contiguous(), None
 
@@ -231,7 +236,10 @@ def attention_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def install(model: torch.nn.Module, rule: EvalRule) -> torch.nn.Module:
-    """Run every attention layer of a transformers model under `rule` (in place; returns `model`)."""
+    """Run every attention layer of a transformers model under `rule` (in place; returns `model`).
+
+    Generate with a dynamic cache (the default without `cache_implementation`): a static cache
+    hands over its whole preallocated length as keys, and positions would be read wrong."""
     layers = attention_layers(model)
     if not layers:
         raise SpanlabError(f"{type(model).__name__} has no attention layers that use transformers' attention "

@@ -35,6 +35,6 @@ def reference(variant, q, k, v, params, blocks=None):
         return naive.sliding_window_attention_reference(q, k, v, params["window"])
     if variant == "s2":
         return naive.shifted_sparse_attention_reference(q, k, v, params["group_size"])
-    sel = {"se": "relevance", "se-nomem": "none", "se-random": "random", "se-landmark": "landmark"}[variant]
+    sel = {"se": "relevance", "se-nomem": "none", "se-random": "random", "se-landmark": "landmark", "se-meanq": "meanq"}[variant]
     kw = {kk: params[kk] for kk in ("chunk_size", "block_size", "top_k", "generator") if kk in params}
     return naive.se_attention_reference(q, k, v, selection=sel, blocks=blocks, **kw)

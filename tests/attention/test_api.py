@@ -12,7 +12,7 @@ from spanlab.errors import SpanlabError
 
 
 def test_variants_and_dispatch():
-    assert VARIANTS == ("full", "sw", "s2", "se", "se-nomem", "se-random", "se-landmark")
+    assert VARIANTS == ("full", "sw", "s2", "se", "se-nomem", "se-random", "se-landmark", "se-meanq")
     q, k, v = rand_qkv(1, 2, 1, 50, 8)
     fn = get_attention("sw", window=10)
     assert torch.equal(fn(q, k, v), sliding_window_attention(q, k, v, 10))

@@ -28,6 +28,8 @@ CASES = [
     ("se-nomem", {"chunk_size": 45}),
     ("se-random", {"chunk_size": 33, "block_size": 8, "top_k": 3}),
     ("se-landmark", {"chunk_size": 50, "block_size": 10, "top_k": 2}),
+    ("se-landmark", {"chunk_size": 32, "block_size": 8, "top_k": 100}),
+    ("se-meanq", {"chunk_size": 50, "block_size": 10, "top_k": 2}),
 ]
 
 
@@ -65,6 +67,30 @@ def test_se_differs_from_nomem_when_memory_exists():
     nomem = get_attention("se-nomem", chunk_size=32)(q, k, v)
     assert torch.allclose(se[:, :, :32], nomem[:, :, :32])  # chunk 0 has nothing to retrieve
     assert (se[:, :, 32:] - nomem[:, :, 32:]).abs().max() > 1e-3
+
+
+def test_landmark_token_summary_is_its_cross_attention():
+    """SE-Attn-LM (App. F): c_j = softmax(ℓ K_jᵀ/√D) V_j for the landmark token's fixed query ℓ;
+    it ignores the block's queries (unlike meanq) and selects differently from SE-Attn."""
+    import math
+
+    from spanlab.attention.selection import block_summaries, landmark_query
+
+    q, k, v = rand_qkv(1, 4, 2, 64, 16)
+    c = block_summaries(q, k, v, 16, "landmark")
+    lq = landmark_query(4, 16, dtype=torch.float64)
+    assert torch.equal(lq, landmark_query(4, 16, dtype=torch.float64))  # fixed: never drawn again
+    for h in range(4):
+        for j in range(4):
+            sl = slice(16 * j, 16 * (j + 1))
+            w = torch.softmax(lq[h] @ k[0, h // 2, sl].T / math.sqrt(16), -1)
+            torch.testing.assert_close(c[0, h, j], w @ v[0, h // 2, sl])
+    torch.testing.assert_close(block_summaries(q * 3 + 1, k, v, 16, "landmark"), c)  # queries play no part
+    assert not torch.allclose(block_summaries(q, k, v, 16, "meanq"), c)
+    q, k, v = rand_qkv(1, 4, 2, 256, 16)
+    lm = get_attention("se-landmark", chunk_size=64, block_size=8, top_k=2)(q, k, v)
+    se = get_attention("se", chunk_size=64, block_size=8, top_k=2)(q, k, v)
+    assert (lm - se).abs().max() > 1e-3
 
 
 def test_flex_sliding_window_mask_forward_on_cpu():

@@ -18,7 +18,8 @@ CASES = [
     ("se", {"chunk_size": 200, "block_size": 24, "top_k": 20}),
     ("se-nomem", {"chunk_size": 300}),
     ("se-random", {"chunk_size": 128, "block_size": 32, "top_k": 3}),
-    ("se-landmark", {"chunk_size": 256, "block_size": 16, "top_k": 5}),
+    ("se-landmark", {"chunk_size": 256, "block_size": 16, "top_k": 5}),  # selection in torch on CUDA
+    ("se-meanq", {"chunk_size": 256, "block_size": 16, "top_k": 5}),
 ]
 
 
@@ -36,7 +37,7 @@ def test_cuda_fast_path(variant, params, shape, dtype):
     blocks = None
     if se and variant != "se-nomem":
         # Check against the fast path's own (low-precision) block choice; float64 selection is tested on CPU.
-        sel = {"se": "relevance", "se-random": "random", "se-landmark": "landmark"}[variant]
+        sel = {"se": "relevance", "se-random": "random", "se-landmark": "landmark", "se-meanq": "meanq"}[variant]
         idx = select_blocks(q.detach(), k.detach(), v.detach(), chunk_size=params["chunk_size"], block_size=params["block_size"],
                             top_k=params["top_k"], selection=sel, generator=torch.Generator("cuda").manual_seed(seed))
         blocks = blocks_as_lists(idx, shape[3], params["chunk_size"], params["block_size"])

@@ -18,7 +18,7 @@ from spanlab.attention.selection import (
 from spanlab.errors import SpanlabError
 
 
-@pytest.mark.parametrize("selection", ["relevance", "landmark", "random"])
+@pytest.mark.parametrize("selection", ["relevance", "landmark", "meanq", "random"])
 @pytest.mark.parametrize("L,M,S,k", [(203, 40, 8, 3), (150, 37, 5, 100), (96, 32, 32, 1)])
 def test_fast_selection_equals_loop_reference(selection, L, M, S, k):
     q, kk, v = rand_qkv(2, 4, 2, L, 16)

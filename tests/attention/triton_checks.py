@@ -63,9 +63,9 @@ def check_block_stats(device: str, dtypes=(torch.float32, torch.bfloat16, torch.
         for dtype in dtypes:
             qkv = torch.randn(B, L, H + 2 * Hk, D, generator=g).to(device=device, dtype=dtype)
             q, k, v = qkv.transpose(1, 2).split([H, Hk, Hk], dim=1)  # non-contiguous, like a layer's views
-            for kind in ("relevance", "landmark"):
+            for kind in ("relevance", "landmark"):  # the kernel's "landmark" is torch's "meanq"
                 c, qs = block_stats(q, k, v, S, kind)
-                ref = block_summaries(q.double(), k.double(), v.double(), S, kind)
+                ref = block_summaries(q.double(), k.double(), v.double(), S, "meanq" if kind == "landmark" else kind)
                 assert c.shape == ref.shape and c.dtype == torch.float32
                 assert _rel(c, ref) < TOL[dtype], (B, H, Hk, L, D, S, dtype, kind)
                 nbq = -(-L // S)
@@ -81,7 +81,7 @@ def check_selection(device: str, cases=SELECT_CASES, batch: int = 2) -> None:
     """select_blocks through the kernel picks exactly the float64 loop reference's blocks (float32
     inputs), for chunks made of whole blocks (block query sums reused) and not (q re-read)."""
     g = torch.Generator().manual_seed(1)
-    for selection in ("relevance", "landmark"):
+    for selection in ("relevance", "meanq", "landmark"):  # landmark: the torch path on CUDA
         for L, M, S, k in cases:
             q, kk, v = (torch.randn(batch, h, L, 16, generator=g).to(device) for h in (4, 2, 2))
             fast = select_blocks(q, kk, v, chunk_size=M, block_size=S, top_k=k, selection=selection,

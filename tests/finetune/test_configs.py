@@ -20,15 +20,39 @@ def test_shipped_finetune_configs_validate(path, tmp_path):
     if cfg.attention == "s2":
         assert cfg.learning_rate == pytest.approx(2e-5)
     params = cfg.attention_params()
-    if cfg.attention == "se":
-        assert params == {"chunk_size": 2048, "block_size": 32, "top_k": 8}
+    if cfg.attention == "se":  # se_hylora_8k.yaml: the paper's random chunk draw
+        assert params == {"chunk_size": (2048, 4096), "block_size": 32, "top_k": 8}
+    if cfg.attention == "sw":
+        assert params == {"window": 4096}
 
 
 def test_defaults_follow_the_paper(tmp_path):
     cfg = FinetuneConfig.parse({"model": "m", "data": ["d"], "out": str(tmp_path)})
-    assert (cfg.attention, cfg.peft, cfg.rank, cfg.alpha, cfg.lora_dropout) == ("se", "hylora", 32, 64, 0.0)
+    assert (cfg.attention, cfg.peft, cfg.lora_dropout) == ("se", "hylora", 0.0)
     assert (cfg.context, cfg.steps, cfg.grad_accum, cfg.learning_rate) == (8192, 1000, 8, 2e-4)
-    assert cfg.attention_params()["chunk_size"] == 2048
+    # Expansion Span sec. 4: chunk drawn per layer call from {2048, 4096}; SW window 4096 at 8192.
+    assert cfg.attention_params() == {"chunk_size": (2048, 4096), "block_size": 32, "top_k": 8}
+    sw = FinetuneConfig.parse({"model": "m", "data": ["d"], "out": "o", "attention": "sw"})
+    assert sw.attention_params() == {"window": 4096}
+    # LoRA by architecture (App. B): r=32/alpha=64 hybrids, r=8/alpha=16 Transformers; alpha = 2r for a given rank.
+    assert cfg.lora(hybrid=True) == (32, 64) and cfg.lora(hybrid=False) == (8, 16)
+    assert cfg.model_copy(update={"rank": 16}).lora(hybrid=False) == (16, 32)
+    assert cfg.model_copy(update={"rank": 16, "alpha": 8}).lora(hybrid=True) == (16, 8)
+
+
+def test_short_contexts_keep_the_papers_proportions():
+    cfg = FinetuneConfig.parse({"model": "m", "data": ["d"], "out": "o", "context": 2048})
+    assert cfg.attention_params()["chunk_size"] == (512, 1024)
+    assert FinetuneConfig.parse({"model": "m", "data": ["d"], "out": "o", "context": 16384}
+                                ).attention_params()["chunk_size"] == (2048, 4096)
+    assert FinetuneConfig.parse({"model": "m", "data": ["d"], "out": "o", "context": 2048, "attention": "sw"}
+                                ).attention_params() == {"window": 1024}
+
+
+def test_lora_defaults_pick_the_architecture(build):
+    from spanlab.finetune.recipe import has_ssm_layers
+
+    assert has_ssm_layers(build["bamba"]()) and has_ssm_layers(build["zamba2"]()) and not has_ssm_layers(build["llama"]())
 
 
 def test_bad_values_are_user_errors(tmp_path):

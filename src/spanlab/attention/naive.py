@@ -3,7 +3,8 @@
 They run in the input dtype, so float64 inputs give float64 references. SE-Attn's reference
 recomputes summaries, relevance and the top-k choice with explicit Python loops over blocks and
 chunks, sharing no arithmetic with the fast path; only the random draw (`random_scores`) and the
-chunk-size draw are shared, because they *define* the random variants.
+chunk-size draw are shared, because they *define* the random variants, and so is the landmark
+token's fixed query (`landmark_query`), which defines SE-Attn-LM.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from spanlab.attention import masks
 from spanlab.attention._checks import check_qkv, positive_int
-from spanlab.attention.selection import check_selection, random_scores, resolve_chunk_size
+from spanlab.attention.selection import check_selection, landmark_query, random_scores, resolve_chunk_size
 
 
 def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -57,6 +58,7 @@ def se_select_reference(
     G = H // Hk
     S, M = block_size, chunk_size
     nb, nc = L // S, -(-L // M)
+    lq = landmark_query(H, D, q.device, q.dtype)
     out: list[list[list[list[int]]]] = []
     for b in range(B):
         per_head = []
@@ -65,7 +67,9 @@ def se_select_reference(
             summaries = []
             for j in range(nb):
                 Qj, Kj, Vj = (x[b, hh, j * S : (j + 1) * S] for x, hh in ((q, h), (k, kh), (v, kh)))
-                if selection == "landmark":
+                if selection == "landmark":  # the landmark token's cross-attention over the block
+                    w = torch.softmax(lq[h] @ Kj.T / math.sqrt(D), dim=-1)
+                elif selection == "meanq":
                     w = torch.softmax(Qj.mean(0) @ Kj.T / math.sqrt(D), dim=-1)
                 else:
                     w = torch.softmax(Qj @ Kj.T / math.sqrt(D), dim=-1).mean(0)

@@ -36,7 +36,8 @@ Family = Literal["full", "sw", "s2", "se", "other"]
 @dataclass(frozen=True)
 class Param:
     """One parameter of a variant. `kind` "ints" is an int or a tuple of ints (a per-call draw);
-    `context_fraction` is the default `spanlab finetune` uses as a share of the training context."""
+    `context_fraction` is the default `spanlab finetune` uses as a share of the training context;
+    `context_default(context)`, when given, computes that default instead (the paper's chunk draw)."""
 
     name: str
     kind: ParamKind = "int"
@@ -44,6 +45,15 @@ class Param:
     required: bool = False
     help: str = ""
     context_fraction: float | None = None
+    context_default: Callable[[int], Any] | None = None
+
+    def default_for(self, context: int) -> Any:
+        """The default at a training context of `context` tokens (None: no context rule)."""
+        if self.context_default is not None:
+            return self.context_default(context)
+        if self.context_fraction is not None:
+            return max(1, int(context * self.context_fraction))
+        return None
 
     def describe(self) -> str:
         if self.required:
@@ -214,7 +224,9 @@ def get_attention(variant: str, **params: Any) -> AttentionFn:
                      block_size=32, top_k=8, generator=None: SE-Attn with relevance retrieval.
         se-nomem:    as se, no retrieval (chunked causal attention).
         se-random:   as se, top_k eligible blocks drawn uniformly with `generator`.
-        se-landmark: as se, block summaries from a fixed landmark query (mean of the block's queries).
+        se-landmark: as se, block summaries from a non-learnable landmark token per block (SE-Attn-LM,
+                     App. F): its fixed query's cross-attention over the block (selection in torch).
+        se-meanq:    as se, block summaries from the mean of the block's queries as landmark query.
     """
     return VARIANTS.get_spec(variant).build(**params)
 
@@ -246,9 +258,29 @@ def _se_keys(L: int, p: Mapping[str, Any]) -> float:
     return _causal_keys(min(_chunk(p), L)) + int(p["top_k"]) * int(p["block_size"])
 
 
-_QUARTER = 0.25  # the paper's default span: a quarter of the training context
+_QUARTER = 0.25  # LongLoRA's S² group: a quarter of the training context
+
+# Expansion Span, sec. 4 and App. B: SE-Attn draws each layer call's chunk size from {2048, 4096}
+# at context 8192 (fixed chunks do worse, Fig. 3b); SW-Attn uses a 4096 window at 8192.
+PAPER_CHUNK_SIZES = (2048, 4096)
+
+
+def default_chunk_sizes(context: int) -> tuple[int, ...]:
+    """The paper's {2048, 4096} when the context holds at least two chunks of the larger size
+    (context >= 8192); shorter contexts keep the paper's proportions at 8192, {context/4, context/2},
+    so the random draw (the regulariser of Fig. 3b) survives at small scale."""
+    if context >= 2 * PAPER_CHUNK_SIZES[-1]:
+        return PAPER_CHUNK_SIZES
+    return tuple(sorted({max(1, context // 4), max(1, context // 2)}))
+
+
+def default_window(context: int) -> int:
+    """SW window: the paper's 4096 at 8192 is context/2; the same ratio at other contexts."""
+    return max(1, context // 2)
+
 _SE_PARAMS = (
-    Param("chunk_size", "ints", required=True, help="chunk size M (several: drawn per step)", context_fraction=_QUARTER),
+    Param("chunk_size", "ints", required=True, help="chunk size M (several: drawn per layer call)",
+          context_default=default_chunk_sizes),
     Param("block_size", "int", 32, help="memory block size S"),
     Param("top_k", "int", 8, help="retrieved blocks per chunk k"),
     Param("generator", "generator", None, help="torch.Generator for the random draws"),
@@ -257,7 +289,9 @@ _SE = {
     "se": ("relevance", "SE-Attn", "SE-Attn: chunked causal attention plus top-k blocks retrieved by relevance"),
     "se-nomem": ("none", "SE-Attn-NoMem", "SE-Attn without retrieval (chunked causal attention)"),
     "se-random": ("random", "SE-Attn-Random", "SE-Attn with top-k eligible blocks drawn uniformly"),
-    "se-landmark": ("landmark", "SE-Attn-LM", "SE-Attn with block summaries from a landmark query"),
+    "se-landmark": ("landmark", "SE-Attn-LM", "SE-Attn with block summaries from a non-learnable landmark token "
+                    "per block (the paper's App. F)"),
+    "se-meanq": ("meanq", "SE-Attn-MeanQ", "SE-Attn with block summaries from the mean of the block's queries"),
 }
 
 register_variant(VariantSpec(
@@ -269,7 +303,7 @@ register_variant(VariantSpec(
     "sw", "sliding-window causal attention: query t sees keys t - window < s <= t",
     fast="spanlab.attention.sliding_window:sliding_window_attention",
     reference="spanlab.attention.naive:sliding_window_attention_reference",
-    params=(Param("window", "int", required=True, help="window size", context_fraction=_QUARTER),),
+    params=(Param("window", "int", required=True, help="window size", context_default=default_window),),
     family="sw", label="SW", keys_per_query=_sw_keys,
 ))
 register_variant(VariantSpec(

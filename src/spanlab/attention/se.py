@@ -74,8 +74,10 @@ def se_attention(
         top_k: blocks retrieved per (batch, query head, chunk), at most the eligible ones
             (blocks ending at or before the chunk's start).
         selection: "relevance" (SE-Attn: R_ij = Σ_t q_t·c_j with c_j the block's mean in-block
-            attention output), "landmark" (SE-Attn-LM: c_j from the landmark query = mean of the
-            block's queries), "random" (SE-Attn-Random: uniform with `generator`), "none"
+            attention output), "landmark" (SE-Attn-LM, the paper's App. F: c_j = the cross-attention
+            of a non-learnable landmark token's fixed query over block j, `selection.landmark_query`;
+            its selection runs in torch on every device), "meanq" (c_j from the mean of the block's
+            queries as the landmark query), "random" (SE-Attn-Random: uniform with `generator`), "none"
             (SE-Attn-NoMem: chunked causal attention only). Ties go to the more recent block.
         generator: drives the chunk-size draw and random selection (in that order).
     """

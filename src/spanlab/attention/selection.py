@@ -10,7 +10,15 @@ Two implementations: on CUDA, two Triton kernels (`selection_triton`): one fused
 for the block statistics (summaries + block query sums), one for relevance and the top-k on the
 small (B, H, n_chunks, n_blocks) problem; elsewhere, or without Triton, or for float64, batched
 torch products (`block_summaries`) and a stable sort (`top_blocks`). Timings in docs/benchmarks.md.
-`SPANLAB_SE_SELECTION=torch|triton` forces one. Random selection always ranks in torch.
+`SPANLAB_SE_SELECTION=torch|triton` forces one. Random selection always ranks in torch, and so
+does the landmark-token summary (the Triton kernel computes the mean-query one, "meanq").
+
+Summaries (`block_summaries`), per selection:
+    relevance: SE-Attn (sec. 3.3): mean over the block's rows of its non-causal in-block attention.
+    landmark:  SE-Attn-LM (App. F): a non-learnable landmark token per block, whose query is the
+               fixed vector `landmark_query` (one per head, drawn once from a seeded generator,
+               never trained), summarises the block by its cross-attention over the block's keys.
+    meanq:     the previous spanlab landmark: the landmark query is the mean of the block's queries.
 """
 
 from __future__ import annotations
@@ -25,7 +33,11 @@ import torch.nn.functional as F
 
 from spanlab.errors import SpanlabError
 
-SELECTIONS = ("relevance", "random", "none", "landmark")
+SELECTIONS = ("relevance", "random", "none", "landmark", "meanq")
+_SUMMARISED = ("relevance", "landmark", "meanq")
+# The landmark token's query: fixed by this seed so every run, rank and reference sees the same one.
+LANDMARK_SEED = 1414
+
 
 
 def resolve_chunk_size(chunk_size: int | Sequence[int], generator: torch.Generator | None = None) -> int:
@@ -78,6 +90,25 @@ def random_scores(shape: tuple[int, ...], generator: torch.Generator | None, dev
     return torch.rand(shape, generator=generator, device=gen_device).to(device)
 
 
+@functools.lru_cache(maxsize=32)
+def _landmark_query_cpu(H: int, D: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(LANDMARK_SEED)
+    return torch.randn(H, D, generator=g, dtype=torch.float64)
+
+
+def landmark_query(H: int, D: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The landmark token's query (H, D): one fixed N(0, 1) vector per query head.
+
+    The paper's SE-Attn-LM inserts a non-learnable landmark token into each memory block and takes
+    its cross-attention over the block as the block's summary. At the attention layer that token
+    is its query: a constant (non-learnable, the same for every block and every layer of one head
+    count), so c_j depends on the block's keys and values only. Entries ~ N(0, 1) give scores
+    ℓ·k/√D of the same scale as those of the model's own queries against unit-variance keys. It
+    carries no rotary position (q, k arrive already rotated; a constant query has no position),
+    and what fine-tuning learns is to shape the keys so that this probe summarises each block."""
+    return _landmark_query_cpu(H, D).to(device=device, dtype=dtype)
+
+
 def _gqa_blocks(x: torch.Tensor, Hk: int, nb: int, S: int) -> torch.Tensor:
     """(B, H, >=nb·S, D) -> (B, Hk, G, nb, S, D) view over the complete blocks."""
     B, H, _, D = x.shape
@@ -91,8 +122,8 @@ def block_summaries(
     """One D-vector per (batch, query head, complete block), float32 (float64 for float64 inputs).
 
     relevance: mean over the block's rows of softmax(Q_j K_jᵀ/√D) V_j (non-causal in the block).
-    landmark:  softmax(q̄_j K_jᵀ/√D) V_j with the fixed, non-learned landmark query q̄_j = the mean
-               of the block's queries (a landmark token that "asks what the block is about").
+    landmark:  softmax(ℓ K_jᵀ/√D) V_j with ℓ the landmark token's fixed query (`landmark_query`).
+    meanq:     softmax(q̄_j K_jᵀ/√D) V_j with q̄_j the mean of the block's queries.
     """
     B, H, L, D = q.shape
     Hk = k.shape[1]
@@ -105,8 +136,13 @@ def block_summaries(
     kb = k[:, :, : nb * S].reshape(B, Hk, 1, nb, S, D)
     vb = v[:, :, : nb * S].reshape(B, Hk, 1, nb, S, D)
     scale = 1.0 / math.sqrt(D)
-    if kind == "landmark":
+    if kind not in _SUMMARISED:
+        raise SpanlabError(f"unknown block summary {kind!r}; choose one of {', '.join(_SUMMARISED)}")
+    if kind == "meanq":
         qb = qb.mean(dim=4, keepdim=True, dtype=acc).to(q.dtype)  # (B, Hk, G, nb, 1, D)
+    elif kind == "landmark":
+        lq = landmark_query(H, D, q.device, q.dtype).reshape(1, Hk, H // Hk, 1, 1, D)
+        qb = lq.expand(B, Hk, H // Hk, nb, 1, D)
     # Products in the input dtype (tensor cores, fp32 accumulation), softmax in >= float32: at most
     # S scores per query, so this is L·S·H numbers, never L×L.
     scores = torch.matmul(qb, kb.transpose(-1, -2)).to(acc) * scale  # (B, Hk, G, nb, S|1, S)
@@ -152,6 +188,12 @@ def chunk_relevance(
 SELECTION_IMPLS = ("torch", "triton")
 
 
+def _kernel_kind(kind: str) -> str:
+    # selection_triton names the mean-query summary "landmark" (its name before App. F's landmark
+    # token was implemented); the kernel is unchanged.
+    return "landmark" if kind == "meanq" else kind
+
+
 def _stats_impl(q: torch.Tensor, impl: str | None) -> str:
     """Which block-statistics implementation runs: `impl`, else SPANLAB_SE_SELECTION, else Triton
     on CUDA for 16/32-bit floats when Triton is installed, else torch."""
@@ -173,11 +215,12 @@ def relevance_scores(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, chunk_size: int, block_size: int, kind: str = "relevance",
     impl: str | None = None,
 ) -> torch.Tensor:
-    """R (B, H, n_chunks, L // S) float32 (float64 for float64 inputs), by either implementation."""
-    if _stats_impl(q, impl) == "triton":
+    """R (B, H, n_chunks, L // S) float32 (float64 for float64 inputs), by either implementation
+    (the landmark-token summary always in torch: the kernel computes relevance and meanq)."""
+    if kind != "landmark" and _stats_impl(q, impl) == "triton":
         from spanlab.attention import selection_triton
 
-        c, block_sums = selection_triton.block_stats(q, k, v, block_size, kind)
+        c, block_sums = selection_triton.block_stats(q, k, v, block_size, _kernel_kind(kind))
         qsum = chunk_query_sums(q, chunk_size, c.dtype, block_sums, block_size)
         return chunk_relevance(q, c, chunk_size, qsum)
     return chunk_relevance(q, block_summaries(q, k, v, block_size, kind), chunk_size)
@@ -244,11 +287,10 @@ def select_blocks_deferred(
     what can run at once (the block-statistics kernel, on the Triton path), the returned function
     finishes the choice (relevance and top-k) and returns what `select_blocks` would."""
     L = q.shape[2]
-    kind = "landmark" if selection == "landmark" else "relevance"
-    if selection in ("relevance", "landmark") and top_k > 0 and L // block_size > 0 and _stats_impl(q, impl) == "triton":
+    if selection in ("relevance", "meanq") and top_k > 0 and L // block_size > 0 and _stats_impl(q, impl) == "triton":
         from spanlab.attention import selection_triton
 
-        c, block_sums = selection_triton.block_stats(q, k, v, block_size, kind)
+        c, block_sums = selection_triton.block_stats(q, k, v, block_size, _kernel_kind(selection))
         qsum = None if chunk_size % block_size == 0 else chunk_query_sums(q, chunk_size, c.dtype)
         return functools.partial(
             selection_triton.top_blocks_from_stats, c, block_sums, L, chunk_size=chunk_size, block_size=block_size,
@@ -272,7 +314,7 @@ def _select_blocks_torch(
     generator: torch.Generator | None,
     impl: str | None,
 ) -> torch.Tensor:
-    """Every case but relevance/landmark on the Triton block statistics (`select_blocks_deferred`)."""
+    """Every case but relevance/meanq on the Triton block statistics (`select_blocks_deferred`)."""
     B, H, L, _ = q.shape
     nb = L // block_size
     nc = -(-L // chunk_size)
@@ -281,6 +323,5 @@ def _select_blocks_torch(
     if selection == "random":
         scores = random_scores((B, H, nc, nb), generator, q.device)
         return top_blocks(scores, chunk_size, block_size, top_k)
-    kind = "landmark" if selection == "landmark" else "relevance"
-    scores = relevance_scores(q, k, v, chunk_size=chunk_size, block_size=block_size, kind=kind, impl=impl)
+    scores = relevance_scores(q, k, v, chunk_size=chunk_size, block_size=block_size, kind=selection, impl=impl)
     return top_blocks(scores, chunk_size, block_size, top_k)

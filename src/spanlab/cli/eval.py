@@ -32,6 +32,7 @@ def eval_cmd(
     dtype: str = typer.Option(_D["dtype"], help="auto | bfloat16 | float16 | float32"),
     device: str = typer.Option(_D["device"], help="auto | cpu | cuda | cuda:N"),
     attn_implementation: str | None = typer.Option(None, help="sdpa | flash_attention_2 | flex_attention | eager"),
+    attention: str = typer.Option("full", help="Attention to evaluate with (hf backend): full (the model's own), or a fine-tuning variant over the KV cache (Expansion Span Fig. 11): sw[:window=4096] | se[:chunk_size=2048,block_size=32,top_k=8] | se-landmark[:...] | se-meanq[:...] | se-nomem[:...]; one prompt per batch (docs/finetune.md)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
     prefill_chunk: int = typer.Option(_D["prefill_chunk"], help="Prefill long prompts of recurrent/hybrid models (Mamba2, Bamba, Zamba2, FalconH1, RWKV) this many tokens at a time, so memory does not grow with the prompt; 0 = one shot."),
     batch_size: int = typer.Option(_D["batch_size"], help="Most prompts per batch (halved automatically on CUDA OOM)."),
@@ -51,6 +52,13 @@ def eval_cmd(
     from spanlab.cli._common import check_out_dir, quiet_transformers, validated
     from spanlab.eval import run_eval
     from spanlab.eval.runner import check_config
+
+    if attention != "full":
+        from spanlab.models.variant_attention import PREFIX, parse_spec
+
+        if backend != "hf" or attn_implementation:
+            raise SpanlabError("--attention sw/se runs on the hf backend and replaces --attn-implementation; drop one")
+        attn_implementation = PREFIX + parse_spec(attention).describe()
 
     cfg = validated(EvalConfig, dict(
         model=model, out=out, backend=backend, suite=suite, tasks=[t for t in (tasks or "").split(",") if t.strip()],

@@ -13,7 +13,9 @@ from spanlab.cli.app import app
 def study_cmd(
     config: str = typer.Argument(..., help="study YAML, or the name of a study shipped with spanlab (demo, "
                                  "huang2024-mini, expansion-span-mini, huang2024-mini-gpu-quick, "
-                                 "expansion-span-mini-gpu-quick); names work from any directory"),
+                                 "expansion-span-mini-gpu-quick, huang2024-replicate, expansion-span-replicate, "
+                                 "ablation-chunk, ablation-blocks, ablation-span, ablation-lora-rank, "
+                                 "ablation-profile); names work from any directory"),
     out: Path | None = typer.Option(None, help="study directory (default: the config's `out`, else runs/study-NAME)"),
     device: str | None = typer.Option(None, help="auto | cpu | cuda | cuda:N (overrides the config)"),
     only: str | None = typer.Option(None, help="comma-separated step kinds or ids to run, e.g. train,eval"),

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
-from spanlab.attention.registry import VARIANTS
+from spanlab.attention.registry import PAPER_CHUNK_SIZES, VARIANTS, default_chunk_sizes, default_window  # noqa: F401
 from spanlab.errors import SpanlabError
 
 
@@ -23,6 +23,16 @@ def _length_or_value_error(v: str) -> int:
 
 # A variant's own default learning rate is in the registry (S²: 2e-5, the paper's recipe).
 DEFAULT_LR_OTHER = 2e-4
+
+# The paper's chunk draw and SW window live with the variants (spanlab.attention.registry);
+# re-exported here for the recipe and its tests.
+# LoRA rank / alpha: r=32, α=64 for the Mamba-2-Hybrid, r=8, α=16 for Transformers (LongLoRA's).
+LORA_HYBRID = (32, 64)
+LORA_TRANSFORMER = (8, 16)
+
+
+def default_lora(hybrid: bool) -> tuple[int, int]:
+    return LORA_HYBRID if hybrid else LORA_TRANSFORMER
 
 
 class FinetuneConfig(BaseModel):
@@ -43,15 +53,17 @@ class FinetuneConfig(BaseModel):
 
     context: int = Field(8192, ge=16)
     attention: str = Field("se", description="a patchable variant of spanlab.attention.VARIANTS")
-    window: int | None = Field(None, ge=1, description="sw window (default context/4)")
-    group_size: int | None = Field(None, ge=1, description="s2 group size (default context/4)")
-    chunk_size: list[PositiveInt] | None = Field(None, description="se chunk size(s) (default context/4); several = random draw")
+    window: int | None = Field(None, ge=1, description="sw window (default context/2: the paper's 4096 at 8192)")
+    group_size: int | None = Field(None, ge=1, description="s2 group size (default context/4, LongLoRA's)")
+    chunk_size: list[PositiveInt] | None = Field(
+        None, description="se chunk size(s), several = random draw per layer call (default the paper's "
+        "[2048, 4096] from context 8192, [context/4, context/2] below)")
     block_size: int = Field(32, ge=1)
     top_k: int = Field(8, ge=1)
 
     peft: Literal["lora", "lora+", "hylora"] = "hylora"
-    rank: int = Field(32, ge=1)
-    alpha: int = Field(64, ge=1)
+    rank: int | None = Field(None, ge=1, description="LoRA rank (default by architecture: 32 hybrid, 8 Transformer)")
+    alpha: int | None = Field(None, ge=1, description="LoRA alpha (default by architecture: 64 hybrid, 16 Transformer)")
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     rope_scaling: float | None = Field(None, description="linear RoPE interpolation factor (Transformers)")
 
@@ -134,16 +146,25 @@ class FinetuneConfig(BaseModel):
         default = VARIANTS[self.attention].default_lr
         return default if default is not None else DEFAULT_LR_OTHER
 
+    def lora(self, hybrid: bool) -> tuple[int, int]:
+        """(rank, alpha): the given ones, else the paper's for the architecture; a lone rank gets
+        alpha = 2·rank (the paper keeps α/r = 2, Fig. 6)."""
+        rank, alpha = default_lora(hybrid)
+        if self.rank is not None:
+            rank, alpha = self.rank, 2 * self.rank
+        return rank, self.alpha if self.alpha is not None else alpha
+
     def attention_params(self) -> dict[str, Any]:
         """The variant's parameters from the fields of the same name; a parameter with a
-        `context_fraction` defaults to that share of --context (the paper: a quarter)."""
+        context rule (`Param.default_for`) defaults from --context: the paper's chunk draw and
+        SW window, LongLoRA's S² group."""
         out: dict[str, Any] = {}
         for p in VARIANTS[self.attention].params:
             if p.kind == "generator":  # drawn by the training loop, not configured
                 continue
             val: Any = getattr(self, p.name) if p.name in type(self).model_fields else None
-            if not val and p.context_fraction is not None:
-                val = max(1, int(self.context * p.context_fraction))
+            if not val:
+                val = p.default_for(self.context)
             if isinstance(val, list):
                 val = val[0] if len(val) == 1 else tuple(val)
             if val is not None:

@@ -179,7 +179,7 @@ def patch_attention(model: nn.Module, variant: str, **params: Any) -> nn.Module:
 
     variant: any patchable entry of `spanlab.attention.VARIANTS` — built in: full | sw (window=) |
     s2 (group_size=) | se (chunk_size=, block_size=32, top_k=8) | se-nomem | se-random |
-    se-landmark. A `native` variant (full) restores the model's own implementation, which also
+    se-landmark | se-meanq. A `native` variant (full) restores the model's own implementation, which also
     handles KV caches and padding; the others need unpadded sequences and no KV cache.
     """
     spec = VARIANTS.get_spec(variant, patchable=True)

@@ -75,6 +75,21 @@ def merge_adapters(base: str, adapter_dir: Path, out_dir: Path, *, rope_scaling:
     return out_dir
 
 
+def has_ssm_layers(model: Any) -> bool:
+    """Whether the model mixes state-space / recurrent layers into its stack (Mamba2, Bamba,
+    Zamba2, RecurrentGemma, ...): its architecture profile finds SSM convolutions in it."""
+    from spanlab.models.arch import profile_for
+
+    return bool(profile_for(model).conv_names(model))
+
+
+def resolve_lora(cfg: FinetuneConfig, model: Any) -> FinetuneConfig:
+    """`cfg` with rank/alpha filled in by architecture (the paper: r=32/α=64 hybrids, r=8/α=16
+    Transformers), so the saved finetune_config.yaml says what ran."""
+    rank, alpha = cfg.lora(has_ssm_layers(model))
+    return cfg.model_copy(update={"rank": rank, "alpha": alpha})
+
+
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     from spanlab.train import TrainConfig, train
     from spanlab.train.loop import make_accelerator
@@ -84,7 +99,6 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "finetune_config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     tokenizer = load_tokenizer(cfg.model)
     with acc.main_process_first():  # rank 0 tokenises (builds the stream), the others reuse its cache
         if cfg.task_fraction > 0:
@@ -115,6 +129,9 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
                 progress=cfg.progress and acc.is_main_process,
             )
     model = load_base_model(cfg.model, dtype=_DTYPES[cfg.weights_dtype], rope_scaling=cfg.rope_scaling)
+    cfg = resolve_lora(cfg, model)
+    if acc.is_main_process:
+        (out / "finetune_config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     # Adapter initialisation draws from the global RNG: seed it, so a run does not depend on what
     # ran before it in the process (a study fine-tunes several models in one) and a resumed study
     # starts each fine-tune from the same adapters as an uninterrupted one.

@@ -117,6 +117,14 @@ class HFBackend(Backend):
         if fused not in ("auto", "on", "off"):
             raise SpanlabError(f"fused must be auto, on or off, got {fused!r}")
 
+        variant = None
+        if attn_implementation and attn_implementation.startswith("spanlab-variant:"):
+            # `spanlab eval --attention sw|se...`: the fine-tuning attention over a KV cache
+            # (spanlab.models.variant_attention); the model loads with its own implementation first.
+            from spanlab.models import variant_attention
+
+            variant = variant_attention.parse_spec(attn_implementation.split(":", 1)[1])
+            attn_implementation = None
         if attn_implementation == "spanlab_sdpa":
             from spanlab.models.gqa_decode import register
 
@@ -154,6 +162,9 @@ class HFBackend(Backend):
             attn_implementation = register()
         if attn_implementation and current != attn_implementation:
             self.model.set_attn_implementation(attn_implementation)
+        self.variant = None if variant is None else variant.describe()
+        if variant is not None:
+            variant_attention.install(self.model, variant)
         self.config = self.model.config
         self.tokenizer = tokenizer_obj if tokenizer_obj is not None else load_tokenizer(tokenizer_path or model, trust_remote_code)
         self.tokenizer_name = tokenizer or self.model_name
@@ -167,7 +178,7 @@ class HFBackend(Backend):
         self.arch = profile_for(self.model)
         self.ssd_scan = self._install_ssd()
         # Remote code is unverified: batch 1 is the only setting known to be exact for it.
-        self.padding = "none" if (not self.arch.left_padding or trust_remote_code) else "left"
+        self.padding = "none" if (not self.arch.left_padding or trust_remote_code or variant is not None) else "left"
         eos = self.tokenizer.eos_token_id
         if eos is None:
             eos = getattr(self.config, "eos_token_id", None)
@@ -177,6 +188,8 @@ class HFBackend(Backend):
         # transformers compile the decode step for it (CUDA graphs), worth it for long runs only.
         if cache_implementation == "auto":
             cache_implementation = "static" if (self.device.startswith("cuda") and self.arch.static_cache) else None
+        if variant is not None:  # the rules read absolute positions off a growing (dynamic) cache
+            cache_implementation = None
         self.cache_implementation = cache_implementation
         self.compile = compile
         self.prefill = plan_prefill(self.model, prefill_chunk, trust_remote_code=trust_remote_code)
@@ -260,6 +273,7 @@ class HFBackend(Backend):
             "padding": self.padding,
             "attn_implementation": getattr(self.config, "_attn_implementation", None),
             "cache_implementation": self.cache_implementation,
+            **({"attention_variant": self.variant} if self.variant else {}),
             "prefill": self.prefill.describe(),
             "ssd_scan": self.ssd_scan,
             "decode_graphs": self.decode_graphs,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from spanlab.cli.app import app
+from spanlab.errors import SpanlabError
 from spanlab.eval.config import EvalConfig
 
 _D = {name: f.default for name, f in EvalConfig.model_fields.items()}

@@ -2,7 +2,8 @@
 
 - lora:   LoRA on the attention projections (q, k, v, o) of every attention layer.
 - lora+:  lora + trainable input embeddings and every normalisation layer (LongLoRA's LoRA+).
-- hylora: lora+ + trainable 1-D causal convolutions of the SSM (Mamba2) mixers.
+- hylora: lora+ + trainable 1-D causal convolutions of the SSM (Mamba2) mixers, and of the
+          attention layers that have one (the q/k/v conv of mamba_ssm's MHA in Mamba2-Attn).
 
 Targets are full module paths found by walking the model, so an MLP or Mamba `in_proj`/`out_proj`
 never gets LoRA by accident of its name.
@@ -67,10 +68,10 @@ def embedding_module_names(model: nn.Module) -> list[str]:
 
 
 def ssm_conv_names(model: nn.Module) -> list[str]:
-    """Paths of the depthwise causal conv1d inside Mamba2-style mixers."""
+    """Paths of the depthwise causal conv1d inside Mamba2-style mixers and conv-QKV attention layers."""
     out = []
     for name, module in model.named_modules():
-        if _is_ssm_mixer(module):
+        if _is_ssm_mixer(module) or _is_attention(module):
             for child_name, child in module.named_children():
                 if isinstance(child, nn.Conv1d):
                     out.append(f"{name}.{child_name}")

@@ -43,6 +43,7 @@ _CHUNKABLE = {
     "BambaForCausalLM": ("generate", "past_key_values", "past_key_values"),
     "Zamba2ForCausalLM": ("generate", "past_key_values", "past_key_values"),
     "FalconH1ForCausalLM": ("generate", "past_key_values", "past_key_values"),
+    "M2AForCausalLM": ("generate", "past_key_values", "past_key_values"),  # spanlab.models.mamba2attn
 }
 
 # Recurrent classes whose chunked forward is known to differ from one shot.

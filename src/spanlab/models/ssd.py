@@ -227,4 +227,5 @@ def enabled_by_env() -> bool:
 
 
 # The model classes whose mixers call the module global above (the HF backend installs for these).
-MODEL_TYPES = frozenset({"mamba2", "bamba", "zamba2", "falcon_h1", "nemotron_h", "granitemoehybrid"})
+# spanlab_mamba2attn runs its Mamba-2 layers through BambaMixer, i.e. modeling_bamba's global.
+MODEL_TYPES = frozenset({"mamba2", "bamba", "zamba2", "falcon_h1", "nemotron_h", "granitemoehybrid", "spanlab_mamba2attn"})

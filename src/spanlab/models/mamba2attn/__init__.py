@@ -18,26 +18,26 @@ def register() -> None:
         return
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-    from spanlab.models.mamba2attn.configuration_mamba2attn import MODEL_TYPE, Mamba2AttnConfig
-    from spanlab.models.mamba2attn.modeling_mamba2attn import Mamba2AttnForCausalLM, Mamba2AttnModel
+    from spanlab.models.mamba2attn.configuration_mamba2attn import MODEL_TYPE, M2AConfig
+    from spanlab.models.mamba2attn.modeling_mamba2attn import M2AForCausalLM, M2AModel
 
-    AutoConfig.register(MODEL_TYPE, Mamba2AttnConfig, exist_ok=True)
-    AutoModel.register(Mamba2AttnConfig, Mamba2AttnModel, exist_ok=True)
-    AutoModelForCausalLM.register(Mamba2AttnConfig, Mamba2AttnForCausalLM, exist_ok=True)
+    AutoConfig.register(MODEL_TYPE, M2AConfig, exist_ok=True)
+    AutoModel.register(M2AConfig, M2AModel, exist_ok=True)
+    AutoModelForCausalLM.register(M2AConfig, M2AForCausalLM, exist_ok=True)
     _done = True
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: importing the package (e.g. for register) must not pull torch into light CLI paths.
-    if name == "Mamba2AttnConfig":
-        from spanlab.models.mamba2attn.configuration_mamba2attn import Mamba2AttnConfig
+    if name == "M2AConfig":
+        from spanlab.models.mamba2attn.configuration_mamba2attn import M2AConfig
 
-        return Mamba2AttnConfig
-    if name in ("Mamba2AttnForCausalLM", "Mamba2AttnModel"):
+        return M2AConfig
+    if name in ("M2AForCausalLM", "M2AModel"):
         from spanlab.models.mamba2attn import modeling_mamba2attn
 
         return getattr(modeling_mamba2attn, name)
     raise AttributeError(name)
 
 
-__all__ = ["Mamba2AttnConfig", "Mamba2AttnForCausalLM", "Mamba2AttnModel", "register"]
+__all__ = ["M2AConfig", "M2AForCausalLM", "M2AModel", "register"]

@@ -15,7 +15,7 @@ from transformers import PreTrainedConfig
 MODEL_TYPE = "spanlab_mamba2attn"
 
 
-class Mamba2AttnConfig(PreTrainedConfig):
+class M2AConfig(PreTrainedConfig):
     model_type = MODEL_TYPE
     # transformers' cache and mask builders read `layer_types`; ours is derived, never stored.
     attribute_map = {"layer_types": "layers_block_type"}
@@ -100,4 +100,4 @@ class Mamba2AttnConfig(PreTrainedConfig):
         return ["attention" if i in attn else "mamba" for i in range(self.num_hidden_layers)]
 
 
-__all__ = ["MODEL_TYPE", "Mamba2AttnConfig"]
+__all__ = ["MODEL_TYPE", "M2AConfig"]

@@ -38,10 +38,10 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.bamba.modeling_bamba import BambaMixer, apply_mask_to_padding_states, eager_attention_forward
 
-from spanlab.models.mamba2attn.configuration_mamba2attn import Mamba2AttnConfig
+from spanlab.models.mamba2attn.configuration_mamba2attn import M2AConfig
 
 
-class Mamba2AttnRMSNorm(nn.Module):
+class M2ARMSNorm(nn.Module):
     def __init__(self, hidden_size: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(hidden_size))
@@ -53,10 +53,10 @@ class Mamba2AttnRMSNorm(nn.Module):
         return self.weight * x.to(self.weight.dtype)
 
 
-class Mamba2AttnRotaryEmbedding(nn.Module):
+class M2ARotaryEmbedding(nn.Module):
     """cos/sin of shape (batch, seq, rotary_dim) for the rotated part of each head."""
 
-    def __init__(self, config: Mamba2AttnConfig, device: Any = None) -> None:
+    def __init__(self, config: M2AConfig, device: Any = None) -> None:
         super().__init__()
         dim = int(config.rotary_dim)
         inv_freq = 1.0 / (float(config.rope_theta) ** (torch.arange(0, dim, 2, dtype=torch.float, device=device) / max(dim, 1)))
@@ -82,10 +82,10 @@ def apply_partial_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) 
     return torch.cat((x_rot * cos + _rotate_half(x_rot) * sin, x_pass), dim=-1)
 
 
-class Mamba2AttnAttention(nn.Module):
-    """mamba_ssm MHA (see the module docstring); `attention_core` is the patchable q, k, v → out step."""
+class M2AAttention(nn.Module):
+    """mamba_ssm MHA (see the module docstring); q, k, v → out runs through ALL_ATTENTION_FUNCTIONS."""
 
-    def __init__(self, config: Mamba2AttnConfig, layer_idx: int) -> None:
+    def __init__(self, config: M2AConfig, layer_idx: int) -> None:
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
@@ -145,28 +145,23 @@ class Mamba2AttnAttention(nn.Module):
             q, k = apply_partial_rotary(q, cos, sin), apply_partial_rotary(k, cos, sin)
         if past_key_values is not None:
             k, v = past_key_values.update(k, v, self.layer_idx)
-        out, weights = self.attention_core(q, k, v, attention_mask, **kwargs)
+        # The registry is the hook: spanlab's patching registers its variants there (see module docstring).
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward)
+        out, weights = attention_interface(self, q, k, v, attention_mask,
+                                           dropout=0.0 if not self.training else self.attention_dropout,
+                                           scaling=self.scaling, **kwargs)
         out = out.reshape(bsz, seq, -1)
         if self.mlp_dim:
             up, gate = self.mlp_proj(hidden_states).chunk(2, dim=-1)
             out = torch.cat([out, up * F.silu(gate)], dim=-1)
         return self.o_proj(out), weights
 
-    def attention_core(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | None,
-                       **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, H, L, D) q and (B, H_kv, S, D) k/v → (B, L, H, D), through ALL_ATTENTION_FUNCTIONS
-        (`config._attn_implementation`: eager, sdpa, flash, or spanlab's patched variants)."""
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward)
-        return attention_interface(self, q, k, v, attention_mask,
-                                   dropout=0.0 if not self.training else self.attention_dropout,
-                                   scaling=self.scaling, **kwargs)
 
-
-class Mamba2AttnMLP(nn.Module):
+class M2AMLP(nn.Module):
     """mamba_ssm GatedMLP: fc1 = [up; gate], out = fc2(up * silu(gate))."""
 
-    def __init__(self, config: Mamba2AttnConfig) -> None:
+    def __init__(self, config: M2AConfig) -> None:
         super().__init__()
         self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
@@ -176,19 +171,19 @@ class Mamba2AttnMLP(nn.Module):
         return self.down_proj(self.up_proj(x) * F.silu(self.gate_proj(x)))
 
 
-class Mamba2AttnDecoderLayer(GradientCheckpointingLayer):
-    def __init__(self, config: Mamba2AttnConfig, layer_idx: int) -> None:
+class M2ADecoderLayer(GradientCheckpointingLayer):
+    def __init__(self, config: M2AConfig, layer_idx: int) -> None:
         super().__init__()
         self.mixer_type = config.mixer_types[layer_idx]
-        self.input_layernorm = Mamba2AttnRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.input_layernorm = M2ARMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         if self.mixer_type == "attention":
-            self.self_attn = Mamba2AttnAttention(config, layer_idx)
+            self.self_attn = M2AAttention(config, layer_idx)
         else:
             self.mamba = BambaMixer(config, layer_idx)
         self.has_mlp = config.intermediate_size > 0
         if self.has_mlp:
-            self.pre_ff_layernorm = Mamba2AttnRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-            self.feed_forward = Mamba2AttnMLP(config)
+            self.pre_ff_layernorm = M2ARMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+            self.feed_forward = M2AMLP(config)
         self.residual_in_fp32 = bool(config.residual_in_fp32)
 
     def _add(self, residual: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -218,12 +213,12 @@ class Mamba2AttnDecoderLayer(GradientCheckpointingLayer):
         return hidden_states
 
 
-class Mamba2AttnPreTrainedModel(PreTrainedModel):
-    config: Mamba2AttnConfig
-    config_class = Mamba2AttnConfig
+class M2APreTrainedModel(PreTrainedModel):
+    config: M2AConfig
+    config_class = M2AConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
-    _no_split_modules = ["Mamba2AttnDecoderLayer"]
+    _no_split_modules = ["M2ADecoderLayer"]
     _skip_keys_device_placement = ["past_key_values"]
     _supports_flash_attn = True
     _supports_sdpa = True
@@ -237,22 +232,22 @@ class Mamba2AttnPreTrainedModel(PreTrainedModel):
             module.dt_bias.fill_(1.0)
             module.A_log.copy_(torch.log(torch.arange(1, module.num_heads + 1, dtype=module.A_log.dtype)))
             module.D.fill_(1.0)
-        elif isinstance(module, Mamba2AttnRMSNorm):
+        elif isinstance(module, M2ARMSNorm):
             module.weight.fill_(1.0)
-        elif isinstance(module, Mamba2AttnRotaryEmbedding):
+        elif isinstance(module, M2ARotaryEmbedding):
             # A non-persistent buffer is rebuilt, not loaded, when weights are materialised.
-            fresh = Mamba2AttnRotaryEmbedding(self.config, device=module.inv_freq.device)
+            fresh = M2ARotaryEmbedding(self.config, device=module.inv_freq.device)
             module.inv_freq.copy_(fresh.inv_freq)
 
 
-class Mamba2AttnModel(Mamba2AttnPreTrainedModel):
-    def __init__(self, config: Mamba2AttnConfig) -> None:
+class M2AModel(M2APreTrainedModel):
+    def __init__(self, config: M2AConfig) -> None:
         super().__init__(config)
         self.padding_idx = config.pad_token_id
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
-        self.layers = nn.ModuleList(Mamba2AttnDecoderLayer(config, i) for i in range(config.num_hidden_layers))
-        self.final_layernorm = Mamba2AttnRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.rotary_emb = Mamba2AttnRotaryEmbedding(config)
+        self.layers = nn.ModuleList(M2ADecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.final_layernorm = M2ARMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.rotary_emb = M2ARotaryEmbedding(config)
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -299,12 +294,12 @@ class Mamba2AttnModel(Mamba2AttnPreTrainedModel):
         return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values if use_cache else None)
 
 
-class Mamba2AttnForCausalLM(Mamba2AttnPreTrainedModel, GenerationMixin):
+class M2AForCausalLM(M2APreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
 
-    def __init__(self, config: Mamba2AttnConfig) -> None:
+    def __init__(self, config: M2AConfig) -> None:
         super().__init__(config)
-        self.model = Mamba2AttnModel(config)
+        self.model = M2AModel(config)
         self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
@@ -342,4 +337,4 @@ class Mamba2AttnForCausalLM(Mamba2AttnPreTrainedModel, GenerationMixin):
         return super().prepare_inputs_for_generation(input_ids, **kwargs)
 
 
-__all__ = ["Mamba2AttnForCausalLM", "Mamba2AttnModel", "Mamba2AttnPreTrainedModel"]
+__all__ = ["M2AForCausalLM", "M2AModel", "M2APreTrainedModel"]

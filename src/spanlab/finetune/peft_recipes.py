@@ -41,7 +41,8 @@ def _is_norm(module: nn.Module) -> bool:
 
 
 def _is_ssm_mixer(module: nn.Module) -> bool:
-    return "Mixer" in type(module).__name__ or "Mamba" in type(module).__name__
+    # RecurrentBlock: RecurrentGemma / Griffin's RG-LRU block, whose temporal conv plays the SSM conv's part.
+    return any(part in type(module).__name__ for part in ("Mixer", "Mamba", "RecurrentBlock"))
 
 
 def attention_projection_names(model: nn.Module) -> list[str]:

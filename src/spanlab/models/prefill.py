@@ -15,10 +15,12 @@ Two ways, chosen per class from what the installed transformers supports:
   that tail, so decoding is transformers' own greedy loop, as for every other model.
 
 Everything else prefills in one shot. For recurrent classes that is said once on stderr and in
-the run manifest, with the reason. Two classes transformers would happily chunk give different
-answers when chunked, so they stay one-shot: Jamba (its torch selective scan starts every
-multi-token forward from a zero SSM state; `prefill_chunk_size` silently changes its logits) and
-RecurrentGemma (its recurrent blocks restart their convolution state on every multi-token forward).
+the run manifest, with the reason. One class transformers would happily chunk gives different
+answers when chunked, so it stays one-shot: Jamba (its torch selective scan starts every
+multi-token forward from a zero SSM state; `prefill_chunk_size` silently changes its logits).
+RecurrentGemma's recurrent blocks restart their convolution state on every multi-token forward;
+`spanlab.models.prefill_recurrent_gemma.install` makes them carry it, after which it chunks in
+"generate" mode like Bamba.
 """
 
 from __future__ import annotations
@@ -44,14 +46,16 @@ _CHUNKABLE = {
     "Zamba2ForCausalLM": ("generate", "past_key_values", "past_key_values"),
     "FalconH1ForCausalLM": ("generate", "past_key_values", "past_key_values"),
     "M2AForCausalLM": ("generate", "past_key_values", "past_key_values"),  # spanlab.models.mamba2attn
+    "RecurrentGemmaForCausalLM": ("generate", "past_key_values", "past_key_values"),  # after _INSTALLERS
 }
+
+# Classes that chunk exactly only after spanlab fixes them up in place (module with `install(model) -> bool`).
+_INSTALLERS = {"RecurrentGemmaForCausalLM": "spanlab.models.prefill_recurrent_gemma"}
 
 # Recurrent classes whose chunked forward is known to differ from one shot.
 _NOT_EXACT = {
     "JambaForCausalLM": "its selective scan starts every multi-token forward from a zero SSM state, so a chunked "
                         "prompt would not give the same answer",
-    "RecurrentGemmaForCausalLM": "its recurrent blocks restart their convolution state on every multi-token "
-                                 "forward, so a chunked prompt would not give the same answer",
 }
 
 
@@ -113,6 +117,12 @@ def plan_prefill(model: Any, chunk: int, *, trust_remote_code: bool = False) -> 
         return PrefillPlan("one-shot", reason=f"{name}.forward takes no {cache_arg!r} in transformers {version}", tell=True)
     if mode == "generate" and not hasattr(GenerationConfig(), "prefill_chunk_size"):
         return PrefillPlan("one-shot", reason=f"{name}: transformers {version} has no prefill_chunk_size", tell=True)
+    if name in _INSTALLERS:
+        import importlib
+
+        if not importlib.import_module(_INSTALLERS[name]).install(model):
+            return PrefillPlan("one-shot", reason=f"{name}: its layers are not the structure chunked prefill was "
+                                                  f"verified on in transformers {version}", tell=True)
     return PrefillPlan(mode, chunk, cache_arg, cache_out)
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 
 def register_all() -> None:
-    from spanlab.models import mamba2attn
+    from spanlab.models import mamba2attn, rwkv6
 
     mamba2attn.register()
+    rwkv6.register()
 
 
 __all__ = ["register_all"]

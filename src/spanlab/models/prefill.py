@@ -42,6 +42,7 @@ MIN_TRANSFORMERS = (5, 17)
 _CHUNKABLE = {
     "Mamba2ForCausalLM": ("state", "cache_params", "cache_params"),
     "RwkvForCausalLM": ("state", "state", "state"),
+    "Rwkv6ForCausalLM": ("state", "state", "state"),  # spanlab.models.rwkv6
     "BambaForCausalLM": ("generate", "past_key_values", "past_key_values"),
     "Zamba2ForCausalLM": ("generate", "past_key_values", "past_key_values"),
     "FalconH1ForCausalLM": ("generate", "past_key_values", "past_key_values"),

@@ -194,3 +194,36 @@ def test_fla_kernel_matches_the_torch_forms_on_cuda():
     o2, s2 = wkv_fla(r, k, v, w, u, s0)
     assert (o1 - o2).abs().max() <= 2e-3 * o1.abs().max()
     assert (s1 - s2.float()).abs().max() <= 2e-3 * s1.abs().max()
+
+
+def _world_vocab(path):
+    """A small vocabulary in the world file format: every byte, str and bytes multi-byte tokens."""
+    lines = [f"{i + 1} {bytes([i])!r} 1" for i in range(256)]
+    for t in ["th", "the", " the", "hello", " world", "é", "日本", "\n\n"]:
+        lines.append(f"{len(lines) + 1} {t!r} {len(t.encode('utf-8'))}")
+    lines.append(f"{len(lines) + 1} {bytes([0xE6, 0x97])!r} 2")
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "rwkv_vocab_v20230424.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (path / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "Rwkv6Tokenizer", "use_fast": False,
+        "auto_map": {"AutoTokenizer": ["tokenization_rwkv6.Rwkv6Tokenizer", None]}}))
+    (path / "config.json").write_text(json.dumps({"model_type": "rwkv6", "vocab_size": 300, "hidden_size": 32,
+                                                  "num_hidden_layers": 1, "head_size": 8}))
+
+
+def test_world_tokenizer_is_greedy_longest_match_and_round_trips(tmp_path):
+    from transformers import AutoTokenizer
+
+    from spanlab.models.native import register_all
+
+    _world_vocab(tmp_path / "tok")
+    register_all()
+    tok = AutoTokenizer.from_pretrained(tmp_path / "tok")  # trust_remote_code off: spanlab's class
+    assert type(tok).__name__ == "Rwkv6Tokenizer" and type(tok).__module__.startswith("spanlab.")
+    text = "hello the world, théâtre 日本語\n\nend"
+    ids = tok(text)["input_ids"]
+    assert tok.convert_ids_to_tokens(ids)[:3] == ["hello", " the", " world"]  # longest match, not "th"+"e"
+    assert ids[13] == 263  # "日本" as one token; "語" falls back to its three bytes
+    assert tok.decode(ids) == text and tok.eos_token_id == 0 and tok.pad_token_id == 0
+    tok.save_pretrained(tmp_path / "saved")
+    assert AutoTokenizer.from_pretrained(tmp_path / "saved")(text)["input_ids"] == ids

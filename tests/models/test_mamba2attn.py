@@ -4,6 +4,7 @@ MambaLMHeadModel, conversion round trip, cached decode, chunked prefill, padding
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -227,3 +228,51 @@ def test_convert_cli_then_eval_and_ppl_on_the_folder(tmp_path, cli, tokenizer):
     assert preds(tmp_path / "r1") == preds(tmp_path / "r2") and len(preds(tmp_path / "r1")) == 2
     m = json.loads((tmp_path / "r1" / "manifest.json").read_text())["model"]
     assert m["model_class"] == "M2AForCausalLM"
+
+
+def test_finetune_hylora_with_se_attention_then_ppl_from_the_cli(tmp_path, tokenizer):
+    """`spanlab finetune` (HyLoRA + SE-Attn) and `spanlab ppl` on a converted Mamba2-Attn folder."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from spanlab.cli import main
+    from spanlab.models.mamba_ssm import convert_checkpoint
+    from spanlab.models.native import register_all
+
+    V = len(tokenizer)
+    write_checkpoint(tmp_path / "src", vocab=V + (-V) % 8)
+    base = tmp_path / "base"
+    convert_checkpoint(tmp_path / "src", base)
+    tokenizer.save_pretrained(base)
+    phrase = " ".join(f"w{i}" for i in (3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 32))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(" ".join([phrase] * 60))
+    out = tmp_path / "run"
+    args = ["finetune", "--model", base, "--data", corpus, "--out", out, "--context", "32", "--peft", "hylora",
+            "--rank", "4", "--alpha", "8", "--steps", "8", "--micro-batch-size", "2", "--grad-accum", "1",
+            "--warmup-steps", "1", "--mixed-precision", "no", "--lr", "1e-2", "--cache-dir", tmp_path / "cache",
+            "--no-progress", "--attention", "se", "--chunk-size", "8", "--block-size", "4", "--top-k", "2"]
+    with pytest.raises(SystemExit) as done:
+        main([str(a) for a in args])
+    assert done.value.code in (0, None)
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 8 and log[-1]["loss"] < log[0]["loss"]
+    register_all()
+    ids = torch.randint(0, 64, (1, 24), generator=torch.Generator().manual_seed(0))
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged").eval()
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), out / "final").eval()
+    assert type(merged).__name__ == "M2AForCausalLM"
+    with torch.no_grad():
+        a, m = adapted(input_ids=ids).logits, merged(input_ids=ids).logits
+    torch.testing.assert_close(m, a, atol=1e-4, rtol=1e-4)
+    # The attention conv was trained (HyLoRA), not only the Mamba-2 one.
+    before = AutoModelForCausalLM.from_pretrained(base).model.layers[1].self_attn.conv1d.weight
+    assert not torch.allclose(merged.model.layers[1].self_attn.conv1d.weight, before)
+    journal = tmp_path / "ppl.jsonl"
+    with pytest.raises(SystemExit) as done:
+        main(["ppl", "--model", str(out / "merged"), "--data", str(corpus), "--lengths", "32", "--dtype", "fp32",
+              "--device", "cpu", "--out", str(journal), "--cache-dir", str(tmp_path / "cache"), "--no-progress",
+              "--attention", "se", "--chunk-size", "8", "--block-size", "4", "--top-k", "2"])
+    assert done.value.code in (0, None)
+    row = json.loads(journal.read_text().splitlines()[0])
+    assert row["length"] == 32 and math.isfinite(row["ppl"]) and row["ppl"] > 1

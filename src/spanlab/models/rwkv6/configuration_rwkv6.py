@@ -13,7 +13,8 @@ MODEL_TYPE = "rwkv6"
 
 class Rwkv6Config(PreTrainedConfig):
     model_type = MODEL_TYPE
-    attribute_map = {"max_position_embeddings": "context_length"}
+    # No max_position_embeddings on purpose: a recurrent model has no positional limit, and spanlab's
+    # backends read that field as the longest prompt allowed.
 
     vocab_size: int = 65536
     hidden_size: int = 2560
@@ -27,7 +28,6 @@ class Rwkv6Config(PreTrainedConfig):
     time_mix_extra_dim: int | None = None
     time_decay_extra_dim: int | None = None
     rescale_every: int = 6  # fp16 overflow guard of the reference; scale-invariant, so not applied here
-    context_length: int = 1048576  # a recurrent model has no positional limit
     bos_token_id: int | None = 0
     eos_token_id: int | list[int] | None = 0
     pad_token_id: int | None = None

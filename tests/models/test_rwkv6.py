@@ -227,3 +227,24 @@ def test_world_tokenizer_is_greedy_longest_match_and_round_trips(tmp_path):
     assert tok.decode(ids) == text and tok.eos_token_id == 0 and tok.pad_token_id == 0
     tok.save_pretrained(tmp_path / "saved")
     assert AutoTokenizer.from_pretrained(tmp_path / "saved")(text)["input_ids"] == ids
+
+
+def test_eval_cli_on_a_saved_folder_chunked_equals_one_shot(tmp_path, cli, tokenizer):
+    from spanlab import tasks as T
+
+    model = _model(vocab_size=len(tokenizer))
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    samples = tmp_path / "s.jsonl"
+    samples.write_text("".join(s.to_json() + "\n" for s in T.generate("niah_single_1", length=256, num_samples=2,
+                                                                         tokenizer=tokenizer, seed=0)))
+    common = ["--model", tmp_path / "m", "--samples", samples, "--max-new-tokens", "4", "--no-progress", "--dtype", "float32"]
+    assert cli("eval", *common, "--out", tmp_path / "r1", "--prefill-chunk", "64") == 0
+    assert cli("eval", *common, "--out", tmp_path / "r2", "--prefill-chunk", "0") == 0
+
+    def preds(d):
+        return [r["prediction"] for r in map(json.loads, (d / "results.jsonl").read_text().splitlines())]
+
+    assert preds(tmp_path / "r1") == preds(tmp_path / "r2") and len(preds(tmp_path / "r1")) == 2
+    m = json.loads((tmp_path / "r1" / "manifest.json").read_text())["model"]
+    assert m["model_class"] == "Rwkv6ForCausalLM" and m["prefill"]["mode"] == "state"

@@ -79,12 +79,13 @@ def wkv_fla(r, k, v, w, u, state=None):
 
     params = inspect.signature(chunk_rwkv6).parameters
     kw = {"scale": 1.0, "initial_state": None if state is None else state.float(), "output_final_state": True}
-    if "head_first" in params:
-        kw["head_first"] = True
+    if "checkpoint_level" in params:  # the oldest releases: (batch, heads, T, N) only
         o, S = chunk_rwkv6(r, k, v, w.float(), u, **kw)
         return o.float(), S
-    # Newer fla: (batch, T, heads, N) only.
-    o, S = chunk_rwkv6(*(x.transpose(1, 2) for x in (r, k, v)), w.float().transpose(1, 2), u, **kw)
+    # Later releases take (batch, T, heads, N); those with a head_first switch default it either way.
+    if "head_first" in params:
+        kw["head_first"] = False
+    o, S = chunk_rwkv6(*(x.transpose(1, 2).contiguous() for x in (r, k, v)), w.float().transpose(1, 2).contiguous(), u, **kw)
     return o.transpose(1, 2).float(), S
 
 

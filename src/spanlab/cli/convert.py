@@ -11,7 +11,7 @@ from spanlab.cli.app import app
 def convert_cmd(
     src: str = typer.Argument(..., help="mamba_ssm checkpoint directory (config.json + pytorch_model.bin)."),
     out: str = typer.Argument(..., help="Directory for the transformers checkpoint."),
-    target: str | None = typer.Option(None, help="Force mamba2 | llama | bamba (default: chosen from the config)."),
+    target: str | None = typer.Option(None, help="Force mamba2 | llama | bamba | mamba2attn (default: chosen from the config)."),
     tokenizer: str | None = typer.Option(None, help="Tokenizer to save beside it (the seed's: EleutherAI/gpt-neox-20b)."),
     dtype: str | None = typer.Option(None, help="Cast weights: bfloat16 | float16 | float32."),
 ) -> None:

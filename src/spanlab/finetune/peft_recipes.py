@@ -2,7 +2,8 @@
 
 - lora:   LoRA on the attention projections (q, k, v, o) of every attention layer.
 - lora+:  lora + trainable input embeddings and every normalisation layer (LongLoRA's LoRA+).
-- hylora: lora+ + trainable 1-D causal convolutions of the SSM (Mamba2) mixers.
+- hylora: lora+ + trainable 1-D causal convolutions of the SSM (Mamba2) mixers, and of the
+          attention layers that have one (the q/k/v conv of mamba_ssm's MHA in Mamba2-Attn).
 
 Targets are full module paths found by walking the model as its architecture profile says
 (spanlab.models.arch), so an MLP or Mamba `in_proj`/`out_proj` never gets LoRA by accident of
@@ -44,8 +45,8 @@ def embedding_module_names(model: nn.Module) -> list[str]:
 
 
 def ssm_conv_names(model: nn.Module) -> list[str]:
-    """Paths of the depthwise causal conv1d inside Mamba2-style mixers (the profile's `ssm_conv`
-    group; none for families without one)."""
+    """Paths of the depthwise causal conv1d inside Mamba2-style mixers and conv-QKV attention
+    layers (the profile's `ssm_conv` group, `conv_markers`; none for families without one)."""
     from spanlab.models.arch import profile_for
 
     return profile_for(model).conv_names(model)

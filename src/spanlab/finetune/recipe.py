@@ -49,6 +49,9 @@ def load_tokenizer(path: str) -> Any:
 def load_base_model(path: str, *, dtype: torch.dtype = torch.float32, rope_scaling: float | None = None) -> Any:
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from spanlab.models.native import register_all
+
+    register_all()  # spanlab's own classes load without remote code
     path = _check_model_dir(path)
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True)

@@ -137,6 +137,9 @@ class HFBackend(Backend):
         self.device = resolve_device(device)
         self.torch_dtype = resolve_dtype(dtype, self.device)
         if model_obj is None:
+            from spanlab.models.native import register_all
+
+            register_all()  # spanlab's own classes (e.g. converted mamba2attn folders) load without remote code
             if looks_local(model) and not Path(model).expanduser().exists():
                 raise SpanlabError(f"model path {model!r} does not exist; pass a local directory or a hub name")
             try:

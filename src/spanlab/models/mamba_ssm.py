@@ -7,11 +7,16 @@ d_intermediate, ...` and `pytorch_model.bin` with `backbone.embedding`, `backbon
 
 - only Mamba2 layers, no MLP                     → `Mamba2ForCausalLM` (same parameter layout)
 - only attention layers with full rotary + MLP   → `LlamaForCausalLM` (Transformer++)
+- attention with a q/k/v conv (`attn_cfg.d_conv` > 0, as in mamba2attn-2.7b), an MHA MLP branch
+  (`mlp_dim`), no rotary, or q/k/v and out biases that differ
+                                                 → spanlab's `M2AForCausalLM`
+  (`spanlab.models.mamba2attn`, model_type "spanlab_mamba2attn"): mamba_ssm's blocks as they are
 - anything else (attention layers among Mamba2 layers, partial rotary, Mamba2 + MLP)
                                                  → `BambaForCausalLM`, whose layers are
   norm → mixer → residual → norm → MLP → residual. Blocks without an MLP get a zero MLP of
   width 1 (down_proj = 0 adds exactly nothing), and Bamba's attention supports partial rotary,
   which the seed's checkpoints use (rotary_emb_dim 64 of head_dim 128).
+  `target="mamba2attn"` converts these to spanlab's class too (tests check both agree).
 
 mamba_ssm's MHA packs q, k, v row-wise into one `in_proj`; its GatedMLP `fc1` stacks
 [value; gate] with out = value * silu(gate), i.e. Llama's up_proj then gate_proj.
@@ -70,10 +75,14 @@ def convert_state(cfg: dict[str, Any], sd: dict[str, Any], *, target: str | None
     """Build the transformers model (random init) and copy every checkpoint tensor into it.
 
     Returns (model, mapping) where mapping is {source key: destination key}; `target` forces
-    "mamba2" | "llama" | "bamba" (tests cross-check two targets on one checkpoint).
+    "mamba2" | "llama" | "bamba" | "mamba2attn" (tests cross-check two targets on one checkpoint).
     """
     import torch
     import transformers as T
+
+    from spanlab.models.native import register_all
+
+    register_all()
 
     n_layer, d_model = int(cfg["n_layer"]), int(cfg["d_model"])
     ssm = dict(cfg.get("ssm_cfg") or {})
@@ -100,16 +109,23 @@ def convert_state(cfg: dict[str, Any], sd: dict[str, Any], *, target: str | None
         chunk = int(ssm.get("chunk_size", 256))
         conv_bias, proj_bias = bool(ssm.get("conv_bias", True)), bool(ssm.get("bias", False))
     # --- attention geometry
+    needs_own_class = False
     if attn_idx:
         n_heads = int(attn["num_heads"])
         n_kv = int(attn.get("num_heads_kv") or n_heads)
         head_dim = int(attn.get("head_dim") or d_model // n_heads)
         rot = int(attn.get("rotary_emb_dim", 0))
-        _need(rot > 0, "attention without rotary embeddings is not supported")
         _need(not attn.get("rotary_emb_interleaved", False), "interleaved rotary is not supported")
-        _need(int(attn.get("d_conv", 0)) == 0 and int(attn.get("mlp_dim", 0)) == 0, "MHA with d_conv or mlp_dim is not supported")
+        _need(bool(attn.get("causal", True)), "non-causal attention (attn_cfg.causal=false) is not a language model")
+        attn_conv = int(attn.get("d_conv", 0) or 0)
+        qkv_dim = (n_heads + 2 * n_kv) * head_dim
+        # mamba_ssm rounds mlp_dim up to a multiple of 256; the checkpoint's in_proj holds the real width.
+        attn_mlp = sd[f"backbone.layers.{attn_idx[0]}.mixer.in_proj.weight"].shape[0] - qkv_dim
+        _need(attn_mlp >= 0 and attn_mlp % 2 == 0, f"attention in_proj has {attn_mlp + qkv_dim} rows, expected q/k/v = {qkv_dim} (+ mlp_dim)")
         qkv_bias, out_bias = bool(attn.get("qkv_proj_bias", True)), bool(attn.get("out_proj_bias", True))
-        _need(qkv_bias == out_bias, "qkv_proj_bias and out_proj_bias must agree")
+        softmax_scale = attn.get("softmax_scale")
+        # Only spanlab's class has the q/k/v conv, the MHA MLP branch, no-rotary heads and split biases.
+        needs_own_class = attn_conv > 0 or attn_mlp > 0 or rot == 0 or qkv_bias != out_bias or softmax_scale is not None
         # Always explicit: Bamba's own default rotates only half of each head.
         rope = {"rope_type": "default", "rope_theta": float(attn.get("rotary_emb_base", 10000.0)),
                 "partial_rotary_factor": rot / head_dim}
@@ -118,6 +134,8 @@ def convert_state(cfg: dict[str, Any], sd: dict[str, Any], *, target: str | None
     if target is None:
         if not attn_idx and d_inter == 0:
             target = "mamba2"
+        elif needs_own_class:
+            target = "mamba2attn"
         elif len(attn_idx) == n_layer and d_inter > 0 and rot == head_dim:
             target = "llama"
         else:
@@ -129,14 +147,34 @@ def convert_state(cfg: dict[str, Any], sd: dict[str, Any], *, target: str | None
         config = T.Mamba2Config(num_heads=nheads, head_dim=headdim, state_size=d_state, expand=expand, conv_kernel=d_conv,
                                 n_groups=ngroups, use_bias=proj_bias, use_conv_bias=conv_bias, chunk_size=chunk,
                                 layer_norm_epsilon=1e-5, residual_in_fp32=bool(cfg.get("residual_in_fp32", True)), **common)
+    elif target == "mamba2attn":
+        from spanlab.models.mamba2attn.configuration_mamba2attn import M2AConfig
+
+        kw = {}
+        if attn_idx:
+            kw.update(num_attention_heads=n_heads, num_key_value_heads=n_kv, head_dim=head_dim, rotary_dim=rot,
+                      rope_theta=float(attn.get("rotary_emb_base", 10000.0)), attn_conv_kernel=attn_conv,
+                      attn_mlp_dim=attn_mlp, attention_bias=qkv_bias, attention_out_bias=out_bias,
+                      softmax_scale=None if softmax_scale is None else float(softmax_scale))
+        if mamba_layers:
+            kw.update(mamba_n_heads=nheads, mamba_d_head=headdim, mamba_n_groups=ngroups, mamba_d_state=d_state,
+                      mamba_d_conv=d_conv, mamba_expand=expand, mamba_chunk_size=chunk, mamba_conv_bias=conv_bias,
+                      mamba_proj_bias=proj_bias)
+        config = M2AConfig(attn_layer_indices=attn_idx, intermediate_size=mlp_width,
+                                  rms_norm_eps=float(cfg.get("norm_epsilon", 1e-5)),
+                                  residual_in_fp32=bool(cfg.get("residual_in_fp32", True)),
+                                  max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)), **kw, **common)
     elif target == "llama":
         _need(len(attn_idx) == n_layer and d_inter > 0, "Llama needs attention and an MLP in every layer")
+        _need(not needs_own_class, "Llama has no q/k/v conv, MHA MLP, split biases or custom softmax scale; use --target mamba2attn")
         _need(rot == head_dim, "Llama applies rotary to the whole head; use the bamba target for partial rotary")
         config = T.LlamaConfig(intermediate_size=mlp_width, num_attention_heads=n_heads, num_key_value_heads=n_kv,
                                head_dim=head_dim, attention_bias=qkv_bias, rms_norm_eps=1e-5,
                                max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
                                rope_parameters=rope, **common)
     elif target == "bamba":
+        _need(not (attn_idx and needs_own_class), "Bamba's attention has no q/k/v conv, MHA MLP, split biases, custom "
+                                                  "softmax scale or rotary-free heads; use --target mamba2attn")
         kw: dict[str, Any] = {}
         if attn_idx:
             kw.update(num_attention_heads=n_heads, num_key_value_heads=n_kv, head_dim=head_dim, attention_bias=qkv_bias,
@@ -145,10 +183,13 @@ def convert_state(cfg: dict[str, Any], sd: dict[str, Any], *, target: str | None
             kw.update(mamba_n_heads=nheads, mamba_d_head=headdim, mamba_n_groups=ngroups, mamba_d_state=d_state,
                       mamba_d_conv=d_conv, mamba_expand=expand, mamba_chunk_size=chunk, mamba_conv_bias=conv_bias,
                       mamba_proj_bias=proj_bias)
+        else:
+            # No Mamba layer is built, but Bamba validates its Mamba geometry: one head always divides.
+            kw.update(mamba_n_heads=1)
         config = T.BambaConfig(intermediate_size=max(mlp_width, 1), attn_layer_indices=attn_idx or None, rms_norm_eps=1e-5,
                                max_position_embeddings=int(cfg.get("max_position_embeddings", 262144)), **kw, **common)
     else:
-        raise SpanlabError(f"unknown conversion target {target!r}; use mamba2, llama or bamba")
+        raise SpanlabError(f"unknown conversion target {target!r}; use mamba2, llama, bamba or mamba2attn")
 
     with torch.device("meta"):
         model = T.AutoModelForCausalLM.from_config(config)
@@ -165,7 +206,9 @@ def convert_state(cfg: dict[str, Any], sd: dict[str, Any], *, target: str | None
                                          "norm.weight" if target == "llama" else "final_layernorm.weight"))
     if not tie:
         put("lm_head.weight", "lm_head.weight")
-    for i in range(n_layer):
+    if target == "mamba2attn":
+        _map_mamba2attn(cfg, sd, config, put, dst, mapping)
+    for i in range(n_layer if target != "mamba2attn" else 0):
         s = f"backbone.layers.{i}."
         d = f"{pre}layers.{i}."
         put(s + "norm.weight", d + ("norm.weight" if target == "mamba2" else "input_layernorm.weight"))
@@ -217,6 +260,46 @@ def convert_state(cfg: dict[str, Any], sd: dict[str, Any], *, target: str | None
     # Non-persistent buffers (rotary inv_freq) were created on meta: rebuild them on the CPU.
     model = _materialise_buffers(model, config)
     return model.eval(), mapping
+
+
+def _map_mamba2attn(cfg: dict[str, Any], sd: dict[str, Any], config: Any, put, dst: dict[str, Any],
+                    mapping: dict[str, str]) -> None:
+    """mamba_ssm block keys → M2AForCausalLM keys (same blocks, in_proj split per q/k/v/mlp)."""
+    attn_idx = set(config.attn_layer_indices)
+    for i in range(config.num_hidden_layers):
+        s, d = f"backbone.layers.{i}.", f"model.layers.{i}."
+        put(s + "norm.weight", d + "input_layernorm.weight")
+        if i in attn_idx:
+            a = d + "self_attn."
+            q = config.num_attention_heads * config.head_dim
+            kv = config.num_key_value_heads * config.head_dim
+            widths, names = [q, kv, kv], ["q_proj", "k_proj", "v_proj"]
+            if config.attn_mlp_dim:
+                widths.append(config.attn_mlp_dim)
+                names.append("mlp_proj")
+            for kind in ("weight", "bias"):
+                key = s + f"mixer.in_proj.{kind}"
+                if key in sd:
+                    for name, t in zip(names, sd[key].split(widths, dim=0)):
+                        dst[f"{a}{name}.{kind}"] = t.clone()
+                    mapping[key] = f"{a}{{{','.join(names)}}}.{kind}"
+            for key in ("conv1d.weight", "conv1d.bias"):
+                if s + "mixer." + key in sd:
+                    put(s + "mixer." + key, a + key)
+            put(s + "mixer.out_proj.weight", a + "o_proj.weight")
+            if s + "mixer.out_proj.bias" in sd:
+                put(s + "mixer.out_proj.bias", a + "o_proj.bias")
+        else:
+            for key in _MIXER_KEYS + ("in_proj.bias", "out_proj.bias"):
+                if s + "mixer." + key in sd:
+                    put(s + "mixer." + key, d + "mamba." + key)
+        if config.intermediate_size:
+            put(s + "norm2.weight", d + "pre_ff_layernorm.weight")
+            up, gate = sd[s + "mlp.fc1.weight"].chunk(2, dim=0)
+            dst[d + "feed_forward.up_proj.weight"] = up.clone()
+            dst[d + "feed_forward.gate_proj.weight"] = gate.clone()
+            mapping[s + "mlp.fc1.weight"] = d + "feed_forward.{up,gate}_proj.weight"
+            put(s + "mlp.fc2.weight", d + "feed_forward.down_proj.weight")
 
 
 def _materialise_buffers(model, config):

@@ -15,10 +15,12 @@ Two ways, chosen per class from what the installed transformers supports:
   that tail, so decoding is transformers' own greedy loop, as for every other model.
 
 Everything else prefills in one shot. For recurrent classes that is said once on stderr and in
-the run manifest, with the reason. Two classes transformers would happily chunk give different
-answers when chunked, so they stay one-shot: Jamba (its torch selective scan starts every
-multi-token forward from a zero SSM state; `prefill_chunk_size` silently changes its logits) and
-RecurrentGemma (its recurrent blocks restart their convolution state on every multi-token forward).
+the run manifest, with the reason. One class transformers would happily chunk gives different
+answers when chunked, so it stays one-shot: Jamba (its torch selective scan starts every
+multi-token forward from a zero SSM state; `prefill_chunk_size` silently changes its logits).
+RecurrentGemma's recurrent blocks restart their convolution state on every multi-token forward;
+`spanlab.models.prefill_recurrent_gemma.install` makes them carry it, after which it chunks in
+"generate" mode like Bamba.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ MIN_TRANSFORMERS = (5, 17)
 
 # Which classes chunk, and how, is in their architecture profile (spanlab.models.arch):
 # `chunked_prefill` (class name -> (mode, cache argument of forward, attribute of the output
-# holding the cache)) and `prefill_not_exact` (recurrent classes whose chunked forward is known to
+# holding the cache)), `prefill_installers` (classes that chunk exactly only after spanlab fixes
+# them up in place: a module with `install(model) -> bool`) and `prefill_not_exact` (recurrent classes whose chunked forward is known to
 # differ from one shot).
 # Profiles name the caches by their pre-5.24 names; `plan_prefill` resolves them against the
 # installed transformers (models/hf_compat.py).
@@ -109,6 +112,12 @@ def plan_prefill(model: Any, chunk: int, *, trust_remote_code: bool = False) -> 
         return PrefillPlan("one-shot", reason=f"{name}.forward takes no {legacy_arg!r} in transformers {version}", tell=True)
     if mode == "generate" and not hasattr(GenerationConfig(), "prefill_chunk_size"):
         return PrefillPlan("one-shot", reason=f"{name}: transformers {version} has no prefill_chunk_size", tell=True)
+    if name in arch.prefill_installers:
+        import importlib
+
+        if not importlib.import_module(arch.prefill_installers[name]).install(model):
+            return PrefillPlan("one-shot", reason=f"{name}: its layers are not the structure chunked prefill was "
+                                                  f"verified on in transformers {version}", tell=True)
     return PrefillPlan(mode, chunk, cache_arg, cache_out)
 
 

@@ -33,7 +33,8 @@ from spanlab.models.arch import ARCHS
 # transformers modules that define the fallback: the `ssd_modules` of the architecture profiles
 # with `ssd_scan` (spanlab.models.arch); the names are looked up at install time, so a release
 # that drops one of them is skipped rather than failing.
-MODULES = tuple(m for p in ARCHS.values() if p.ssd_scan for m in p.ssd_modules)
+# dict.fromkeys: two profiles may share a module (Mamba2-Attn runs BambaMixer), installed once.
+MODULES = tuple(dict.fromkeys(m for p in ARCHS.values() if p.ssd_scan for m in p.ssd_modules))
 GLOBAL = "mamba2_chunk_scan"
 ENV = "SPANLAB_SSD"  # "0" turns the replacement off in the HF backend
 

@@ -21,6 +21,7 @@ from spanlab.models.arch.base import GROUPS, ArchProfile, registry_attention_mod
 from spanlab.models.arch.llama import LLAMA
 from spanlab.models.arch.mamba2 import MAMBA, MAMBA2
 from spanlab.models.arch.mamba2_hybrid import JAMBA, MAMBA2_HYBRID
+from spanlab.models.arch.mamba2attn import MAMBA2ATTN
 from spanlab.models.arch.recurrent_gemma import RECURRENT_GEMMA
 from spanlab.models.arch.rwkv import RWKV
 
@@ -122,7 +123,7 @@ def zoo_profiles() -> dict[str, ArchProfile]:
     return {p.zoo: p for p in ARCHS.values() if p.zoo is not None and p.zoo_builder is not None}
 
 
-for _profile in (LLAMA, MAMBA2, MAMBA2_HYBRID, RECURRENT_GEMMA, RWKV, MAMBA, JAMBA):
+for _profile in (LLAMA, MAMBA2, MAMBA2_HYBRID, MAMBA2ATTN, RECURRENT_GEMMA, RWKV, MAMBA, JAMBA):
     register_arch(_profile)
 
 __all__ = [

@@ -105,6 +105,8 @@ class ArchProfile:
     cuda_graphs: bool = False  # decode steps may run as CUDA graphs over the static cache
     chunked_prefill: Mapping[str, PrefillWay] = field(default_factory=dict)  # class name -> way
     prefill_not_exact: Mapping[str, str] = field(default_factory=dict)  # class name -> why one shot
+    # class name -> module whose `install(model) -> bool` makes its chunked forward exact (in place)
+    prefill_installers: Mapping[str, str] = field(default_factory=dict)
     ssd_scan: bool = False  # mixers call transformers' mamba2_chunk_scan (spanlab.models.ssd replaces it)
     ssd_modules: tuple[str, ...] = ()  # the transformers modules defining that global
 

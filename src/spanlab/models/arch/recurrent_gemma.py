@@ -1,5 +1,6 @@
 """RecurrentGemma (Griffin): RG-LRU recurrent blocks and local multi-query attention. Its
-attention goes through transformers' registry; its prefill must stay one shot."""
+attention goes through transformers' registry; its prefill chunks once spanlab makes the recurrent
+blocks carry their convolution state (models/prefill_recurrent_gemma.py)."""
 
 from spanlab.models.arch.base import ArchProfile
 
@@ -9,11 +10,11 @@ RECURRENT_GEMMA = ArchProfile(
     description="RG-LRU recurrent blocks with local attention",
     model_types=frozenset({"recurrent_gemma"}),
     classes=frozenset({"RecurrentGemmaForCausalLM"}),
-    prefill_not_exact={"RecurrentGemmaForCausalLM": "its recurrent blocks restart their convolution state on every "
-                                                    "multi-token forward, so a chunked prompt would not give the same "
-                                                    "answer"},
-    # Its conv_1d sits in the recurrent block, not an SSM mixer: HyLoRA has no conv group here.
-    hylora_groups=("lora", "embeddings", "norms"),
+    chunked_prefill={"RecurrentGemmaForCausalLM": ("generate", "past_key_values", "past_key_values")},
+    prefill_installers={"RecurrentGemmaForCausalLM": "spanlab.models.prefill_recurrent_gemma"},
+    # The recurrent block's temporal conv_1d plays the SSM conv's part: HyLoRA trains it.
+    conv_markers=("RecurrentBlock",),
+    hylora_groups=("lora", "embeddings", "norms", "ssm_conv"),
     zoo="griffin",
     zoo_aliases=("recurrentgemma", "recurrent_gemma"),
     zoo_builder="spanlab.zoo.architectures:griffin",

@@ -1,17 +1,18 @@
-"""RWKV (transformers' RWKV-4; the later model types run batch 1 too): no attention, an
-attention mask it ignores (so batch 1), chunked prefill through its `state`."""
+"""RWKV: transformers' RWKV-4 and spanlab's native RWKV-6 (spanlab.models.rwkv6; the other model
+types run batch 1 too): no attention, an attention mask it ignores (so batch 1), chunked prefill
+through its `state`."""
 
 from spanlab.models.arch.base import ArchProfile
 
 RWKV = ArchProfile(
     "rwkv",
-    display="RWKV-4",
+    display="RWKV",
     description="RWKV linear-attention recurrences",
     model_types=frozenset({"rwkv", "rwkv5", "rwkv6", "rwkv7"}),
-    classes=frozenset({"RwkvForCausalLM"}),
+    classes=frozenset({"RwkvForCausalLM", "Rwkv6ForCausalLM"}),
     patchable=False,
     left_padding=False,  # the mask is ignored and batched state decoding differs from batch 1
-    chunked_prefill={"RwkvForCausalLM": ("state", "state", "state")},
+    chunked_prefill={"RwkvForCausalLM": ("state", "state", "state"), "Rwkv6ForCausalLM": ("state", "state", "state")},
     hylora_groups=("embeddings", "norms"),
     zoo="rwkv",
     zoo_aliases=("rwkv4",),

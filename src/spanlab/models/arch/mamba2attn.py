@@ -1,0 +1,20 @@
+"""Mamba2-Attn (mamba_ssm's MambaLMHeadModel with MHA layers: state-spaces/mamba2attn-2.7b, and
+Transformer++ converted with `--target mamba2attn`), as spanlab's native `M2AForCausalLM`
+(spanlab.models.mamba2attn). Its attention takes q/k/v after a depthwise causal conv and partial
+rotary, through transformers' registry, so spanlab variants patch in; HyLoRA trains both the
+Mamba-2 conv and the attention conv; its Mamba-2 layers are BambaMixers, so spanlab's SSD scan runs."""
+
+from spanlab.models.arch.base import ArchProfile
+
+MAMBA2ATTN = ArchProfile(
+    "mamba2attn",
+    display="Mamba2-Attn",
+    description="Mamba2 layers with conv-QKV attention layers (mamba_ssm layout)",
+    model_types=frozenset({"spanlab_mamba2attn"}),
+    classes=frozenset({"M2AForCausalLM"}),
+    conv_markers=("Mixer", "Mamba", "M2AAttention"),
+    chunked_prefill={"M2AForCausalLM": ("generate", "past_key_values", "past_key_values")},
+    ssd_scan=True,
+    ssd_modules=("transformers.models.bamba.modeling_bamba",),
+    hylora_groups=("lora", "embeddings", "norms", "ssm_conv"),
+)

@@ -111,7 +111,7 @@ def _qkv(L=24, seed=0):
 # -- the attention-variant registry -------------------------------------------------------------
 
 def test_builtin_registry_keeps_the_tuple_api():
-    assert VARIANTS == ("full", "sw", "s2", "se", "se-nomem", "se-random", "se-landmark")
+    assert VARIANTS == ("full", "sw", "s2", "se", "se-nomem", "se-random", "se-landmark", "se-meanq")
     assert "se" in VARIANTS and ", ".join(VARIANTS).startswith("full, sw")
     assert VARIANTS["se-nomem"].bound == {"selection": "none"} and VARIANTS["full"].kv_cache
     assert VARIANTS["s2"].default_lr == 2e-5
@@ -210,7 +210,8 @@ def test_builtin_profiles_cover_the_families():
     assert not profile_for("rwkv6").left_padding and profile_for("some_new_type") is GENERIC
     with pytest.raises(SpanlabError, match="no architecture profile"):
         profile_for("some_new_type", strict=True)
-    assert ssd.MODEL_TYPES == {"mamba2", "bamba", "zamba2", "falcon_h1", "nemotron_h", "granitemoehybrid"}
+    assert ssd.MODEL_TYPES == {"mamba2", "bamba", "zamba2", "falcon_h1", "nemotron_h", "granitemoehybrid",
+                                 "spanlab_mamba2attn"}
     assert SSD_ARCHS == {"mamba2", "hybrid"} and ALIASES["bamba"] == "hybrid" and DISPLAY_NAMES["griffin"] == "Griffin"
     with pytest.raises(SpanlabError, match="already covered"):
         register_arch(ArchProfile("llama2", model_types=frozenset({"llama"})))

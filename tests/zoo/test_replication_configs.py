@@ -26,7 +26,7 @@ def _finetunes(cfg, study):
 
 
 def _natural_text(fcs):
-    from spanlab.study.runner import _essay_dir
+    from spanlab.study.context import essay_dir as _essay_dir
 
     for fc in fcs.values():  # the paper fine-tunes on natural text, not on RULER rows
         assert fc.task_fraction == 0 and fc.data == [str(_essay_dir())] and fc.context == 2048

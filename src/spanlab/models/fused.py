@@ -35,6 +35,8 @@ import sys
 import weakref
 from typing import Any
 
+from spanlab.models.hf_compat import kernel_closure
+
 ENV = "SPANLAB_FUSED"
 
 # Models with the kernels installed, and whether their one-token (decode) steps use them: the rotary
@@ -202,11 +204,13 @@ def install(model: Any, *, decode: bool = False) -> list[str]:
             done.add("silu_mul")
     modeling = sys.modules.get(type(model).__module__)
     fn = getattr(modeling, "apply_rotary_pos_emb", None)
-    if fn is not None and (getattr(fn, "_spanlab_fused", False) or _same_code(fn, L.apply_rotary_pos_emb)):
+    # transformers >= 5.25 wraps the function in a `kernels` Func module: compare what it calls.
+    plain = kernel_closure(fn)
+    if fn is not None and (getattr(fn, "_spanlab_fused", False) or _same_code(plain, kernel_closure(L.apply_rotary_pos_emb))):
         # A module global: the attention looks it up at call time. The dispatcher computes the same
         # bits as the original and falls back to it off CUDA, so other models in the process are unaffected.
         if not getattr(fn, "_spanlab_fused", False):
-            modeling.apply_rotary_pos_emb = _rope_dispatch(fn)
+            modeling.apply_rotary_pos_emb = _rope_dispatch(plain)
         done.add("rotary")
     if done:
         _installed[model] = decode

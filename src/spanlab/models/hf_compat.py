@@ -109,3 +109,17 @@ def _is_module(obj: Any) -> bool:
     except ImportError:
         return False
     return isinstance(obj, torch.nn.Module)
+
+
+def seen_tokens(cache: Any) -> int:
+    """Tokens a cache holds. transformers >= 5.24 gives recurrent layers cache layers of their own
+    that hold no tokens, and `get_seq_length()` reads layer 0: in a hybrid whose first layer is
+    recurrent (RecurrentGemma, Mamba2-Attn) that is 0 however long the prompt. Take the largest."""
+    best = int(cache.get_seq_length())
+    for i in range(1, len(getattr(cache, "layers", None) or ())):
+        try:
+            best = max(best, int(cache.get_seq_length(i)))
+        except ValueError:  # 5.23's linear-attention layers refuse the question: they hold no tokens
+            continue
+    return best
+

@@ -23,6 +23,8 @@ from __future__ import annotations
 import types
 from typing import Any
 
+from spanlab.models.hf_compat import seen_tokens
+
 _FLAG = "_spanlab_carry_conv"
 _INSTALLED = "_spanlab_chunked_prefill"
 
@@ -48,7 +50,8 @@ def _carrying_forward(self: Any, input_states: Any, position_ids: Any, attention
 
 def _mark_continuation(blocks: list[Any]):
     def hook(module: Any, args: tuple, kwargs: dict) -> None:
-        cache = kwargs.get("past_key_values")
+        # transformers >= 5.24 names it `cache` (models/hf_compat.py).
+        cache = kwargs.get("past_key_values", kwargs.get("cache"))
         x = kwargs.get("input_ids")
         if x is None:
             x = kwargs.get("inputs_embeds")
@@ -56,7 +59,7 @@ def _mark_continuation(blocks: list[Any]):
             x = args[0]
         seq = x.shape[1] if x is not None else 0
         # Read before any layer of this forward writes the cache: > 0 means earlier tokens are in it.
-        carry = bool(cache is not None and seq > 1 and cache.get_seq_length() > 0)
+        carry = bool(cache is not None and seq > 1 and seen_tokens(cache) > 0)  # seen_tokens: models/hf_compat.py
         for block in blocks:
             setattr(block, _FLAG, carry)
 
@@ -66,7 +69,7 @@ def _mark_continuation(blocks: list[Any]):
 def _return_cache(module: Any, args: tuple, kwargs: dict, output: Any) -> Any:
     # transformers' chunked prefill reads `outputs.past_key_values` after every chunk, but
     # RecurrentGemma returns a plain CausalLMOutput; the cache it was given is the one it updated.
-    cache = kwargs.get("past_key_values")
+    cache = kwargs.get("past_key_values", kwargs.get("cache"))
     if cache is None or getattr(output, "past_key_values", None) is not None:
         return output
     from transformers.modeling_outputs import CausalLMOutputWithPast

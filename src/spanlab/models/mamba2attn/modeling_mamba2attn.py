@@ -38,7 +38,15 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.bamba.modeling_bamba import BambaMixer, apply_mask_to_padding_states, eager_attention_forward
 
+from spanlab.models.hf_compat import seen_tokens
 from spanlab.models.mamba2attn.configuration_mamba2attn import M2AConfig
+
+
+def _cache_arg(past_key_values: Cache | None, kwargs: dict[str, Any]) -> Cache | None:
+    # transformers >= 5.24 hands the cache over as `cache` (generate, chunked prefill); without
+    # this it would sit unread in **kwargs and every decode step would start from an empty cache.
+    cache = kwargs.pop("cache", None)
+    return past_key_values if past_key_values is not None else cache
 
 
 class M2ARMSNorm(nn.Module):
@@ -273,12 +281,13 @@ class M2AModel(M2APreTrainedModel):
             kwargs.pop(unused, None)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
+        past_key_values = _cache_arg(past_key_values, kwargs)
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
         if position_ids is None:
             # Continue the positions of whatever the cache already holds (chunked prefill, decode).
-            past = past_key_values.get_seq_length() if (past_key_values is not None and self.config.attn_layer_indices) else 0
+            past = seen_tokens(past_key_values) if (past_key_values is not None and self.config.attn_layer_indices) else 0
             position_ids = torch.arange(past, past + inputs_embeds.shape[1], device=inputs_embeds.device).unsqueeze(0)
         mask_kwargs = {"config": self.config, "inputs_embeds": inputs_embeds, "attention_mask": attention_mask,
                        "past_key_values": past_key_values, "position_ids": position_ids}
@@ -322,6 +331,7 @@ class M2AForCausalLM(M2APreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
+        past_key_values = _cache_arg(past_key_values, kwargs)
         outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
         hidden_states = outputs.last_hidden_state

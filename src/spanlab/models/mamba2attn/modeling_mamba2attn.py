@@ -24,6 +24,7 @@ the conv or the rotary.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,11 @@ from transformers.models.bamba.modeling_bamba import BambaMixer, apply_mask_to_p
 
 from spanlab.models.hf_compat import seen_tokens
 from spanlab.models.mamba2attn.configuration_mamba2attn import M2AConfig
+
+# The keyword transformers' helpers take the cache by: `cache` from 5.24 on, where the old names
+# still work but warn on every call (a flood at every decode step).
+_MASK_CACHE = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
+_MIXER_CACHE = "cache" if "cache" in inspect.signature(BambaMixer.forward).parameters else "cache_params"
 
 
 def _cache_arg(past_key_values: Cache | None, kwargs: dict[str, Any]) -> Cache | None:
@@ -213,7 +219,7 @@ class M2ADecoderLayer(GradientCheckpointingLayer):
             x, _ = self.self_attn(x, position_embeddings=position_embeddings, attention_mask=attention_mask,
                                   past_key_values=past_key_values, pad_mask=pad_mask, **kwargs)
         else:
-            x = self.mamba(x, cache_params=past_key_values, attention_mask=pad_mask)
+            x = self.mamba(x, **{_MIXER_CACHE: past_key_values}, attention_mask=pad_mask)
         hidden_states = self._add(residual, x)
         if self.has_mlp:
             x = self.feed_forward(self.pre_ff_layernorm(hidden_states).to(dtype))
@@ -290,7 +296,7 @@ class M2AModel(M2APreTrainedModel):
             past = seen_tokens(past_key_values) if (past_key_values is not None and self.config.attn_layer_indices) else 0
             position_ids = torch.arange(past, past + inputs_embeds.shape[1], device=inputs_embeds.device).unsqueeze(0)
         mask_kwargs = {"config": self.config, "inputs_embeds": inputs_embeds, "attention_mask": attention_mask,
-                       "past_key_values": past_key_values, "position_ids": position_ids}
+                       _MASK_CACHE: past_key_values, "position_ids": position_ids}
         causal_mask = create_causal_mask(**mask_kwargs) if self.config.attn_layer_indices else None
         pad_mask = create_recurrent_attention_mask(**mask_kwargs)
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids) if self.config.rotary_dim else None

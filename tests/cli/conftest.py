@@ -5,27 +5,12 @@ from __future__ import annotations
 import pytest
 
 
-def _cli(*args: object) -> int:
-    from spanlab.cli import main
-
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
 @pytest.fixture
-def cli():
-    return _cli
-
-
-@pytest.fixture
-def user_error(capsys):
+def user_error(capsys, cli):
     """user_error(*args) -> the one-line message of a command that must fail as bad input."""
 
     def run(*args: object) -> str:
-        code = _cli(*args)
+        code = cli(*args)
         err = capsys.readouterr().err
         assert code == 2, (code, err)
         assert "Traceback" not in err and err.startswith("error: ") and err.count("\n") == 1, err

@@ -85,22 +85,6 @@ def tiny_models(tmp_path_factory, tokenizer):
     return out
 
 
-def _cli(*args: str) -> int:
-    from spanlab.cli import main
-
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
-@pytest.fixture
-def cli():
-    """Run `spanlab ARGS` in-process; returns the exit code."""
-    return _cli
-
-
 @pytest.fixture(scope="session")
 def sample_file(tmp_path_factory, tokenizer):
     """Two tasks x two lengths, two samples each, as `spanlab generate` writes them."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import sys
 
 import pytest
+
+from spanlab.tasks.diskcache import ENV
 
 # --import-mode=importlib puts no test folder on sys.path; make the reference helpers importable.
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -22,24 +25,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def _cli(*args: str) -> int:
-    from spanlab.cli import main
-
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
-@pytest.fixture
-def cli():
-    """Run `spanlab ARGS` in-process; returns the exit code."""
-    return _cli
-
-
 @pytest.fixture(scope="session")
 def tokenizer():
     from spanlab.tasks.tokenizer import load_tokenizer
 
     return load_tokenizer(None)
+
+
+@pytest.fixture(scope="module")
+def spanlab_cache(tmp_path_factory):
+    """A private spanlab cache folder for the module that asks for it (converted models, token counts), not the user's,
+    unless the caller chose one (or `off`)."""
+    if ENV in os.environ:
+        yield os.environ[ENV]
+        return
+    old = os.environ.get(ENV)
+    os.environ[ENV] = str(tmp_path_factory.mktemp("spanlab-cache"))
+    yield os.environ[ENV]
+    if old is None:
+        os.environ.pop(ENV, None)
+    else:
+        os.environ[ENV] = old

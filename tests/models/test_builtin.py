@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
@@ -14,38 +13,7 @@ from spanlab.models.fingerprint import model_dir_hash
 from spanlab.tasks.diskcache import ENV
 
 TINY = "transformer-tiny-c512"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def spanlab_cache(tmp_path_factory):
-    """A private spanlab cache folder for this module (converted models, token counts), not the user's,
-    unless the caller chose one (or `off`)."""
-    if ENV in os.environ:
-        yield os.environ[ENV]
-        return
-    old = os.environ.get(ENV)
-    os.environ[ENV] = str(tmp_path_factory.mktemp("spanlab-cache"))
-    yield os.environ[ENV]
-    if old is None:
-        os.environ.pop(ENV, None)
-    else:
-        os.environ[ENV] = old
-
-
-def _run_cli(*args: object) -> int:
-    from spanlab.cli import main
-
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
-@pytest.fixture
-def cli():
-    """Run `spanlab ARGS` in-process; returns the exit code."""
-    return _run_cli
+pytestmark = pytest.mark.usefixtures("spanlab_cache")
 
 
 def test_builtin_names_resolve_to_their_folders_and_other_names_pass_through(tmp_path):

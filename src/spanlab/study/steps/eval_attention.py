@@ -86,5 +86,12 @@ def run_attention_eval(ctx: StudyContext, name: str, rule: str, label: str, bloc
         raise SpanlabError(f"eval_attention runs on the hf backend; {name} is evaluated with {cfg.backend}")
     cfg = cfg.model_copy(update={"out": str(attention_run_dir(ctx, name, label)),
                                  "attn_implementation": PREFIX + r.describe()})
-    records = run_eval(cfg, samples=ctx.block_samples(name, block))
+    samples = ctx.block_samples(name, block)
+    tasks = (ctx.cfg.eval_attention.tasks if ctx.cfg.eval_attention else None) or None
+    if tasks:
+        samples = [s for s in samples if s.task in tasks]
+        if not samples:
+            ctx.log(f"  note: eval block {block.name!r} runs none of eval_attention.tasks {tasks}; nothing to do")
+            return {"records": 0}
+    records = run_eval(cfg, samples=samples)
     return {"records": len(records), "attention": r.describe()}

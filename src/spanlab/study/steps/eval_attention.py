@@ -28,11 +28,10 @@ def label_of(rule: str) -> str:
 def attention_eval_plan(ctx: StudyContext) -> tuple[list[tuple[str, str, str]], list[str]]:
     """(fine-tune, rule, label) of every evaluation `eval_attention` asks for, and a note for each
     fine-tune left out (its variant has no evaluation rule: S², SE-Attn-Random)."""
-    from spanlab.models.variant_attention import EVAL_VARIANTS
-
     spec = ctx.cfg.eval_attention
     if spec is None:
         return [], []
+    from spanlab.models.variant_attention import EVAL_VARIANTS  # torch: only for studies that ask
     names = spec.finetunes or [f.name for f in ctx.cfg.finetune]
     out: list[tuple[str, str, str]] = []
     notes: list[str] = []

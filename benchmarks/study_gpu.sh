@@ -6,6 +6,8 @@
 #
 # CONFIG  a study YAML (e.g. src/spanlab/data/studies/huang2024-mini-gpu-quick.yaml); DIR its run directory.
 # PACK_RESUME=0 (env) skip the resume parts (at most 8 files come back from one call).
+# Always packed first: $OUT/<name>.journals.tgz, the per-sample eval journals, manifests, step
+# journal, logs and report tables (benchmarks/pack_journals.sh; well under 1 MiB).
 # RESUME  (env) a .tgz this script packed in an earlier call (its parts joined; carry it): unpacked
 #         into DIR first.
 # The study runs under `timeout SECONDS` (keep it below the call's limit: packing takes seconds);
@@ -28,7 +30,11 @@ timeout "$SECS" python3 -m spanlab study "$CONFIG" --out "$DIR" --no-progress 2>
 rc=${PIPESTATUS[0]}
 echo "study exit $rc after $(( $(date +%s) - t0 ))s (124 = stopped by the time limit; re-run to resume)"
 if [ -n "${OUT:-}" ]; then
-  # Two archives, because a file coming back from the device is capped at 16 MiB: the results
+  # First and always: the per-sample journals (small; benchmarks/pack_journals.sh), so paired tests
+  # (`spanlab report A B --compare`) are possible whatever else fits the 8 files / 16 MiB each that
+  # come back from one call.
+  bash "$(dirname "$0")/pack_journals.sh" "$DIR" "$OUT/$NAME.journals.tgz" || true
+  # Then two archives, because a file coming back from the device is capped at 16 MiB: the results
   # (journals, logs, manifests, the report with its figures; no weights) in one small file, and
   # the whole run directory for RESUME in 15 MiB parts (`cat $NAME.tgz.part-* > $NAME.tgz`).
   tar czf "$OUT/$NAME.results.tgz" --exclude="$NAME/data" --exclude='checkpoints' \
@@ -38,6 +44,8 @@ if [ -n "${OUT:-}" ]; then
       | split -b 15M - "$OUT/$NAME.tgz.part-"
   fi
   cp "$DIR/report/summary.md" "$OUT/$NAME.summary.md" 2>/dev/null || true
+  n=$(find "$OUT" -maxdepth 1 -type f | wc -l)
+  [ "$n" -gt 8 ] && echo "WARNING: $n files in \$OUT; only 8 come back from a call: set PACK_RESUME=0 (the journals come first)"
   ls -l "$OUT"
 fi
 exit "$rc"

@@ -70,6 +70,12 @@ def test_ablation_profile_at_the_papers_settings(tmp_path):
     p = study.profile_settings()
     assert (p["chunk_sizes"], p["window"], p["lengths"]) == ([2048, 4096], 4096, [8192, 16384, 32768])
     assert (p["block_size"], p["top_k"]) == (32, 8) and not cfg.finetune and not cfg.eval
+    # One row per variant: the SE step alternates 2048 / 4096 across layer calls, as training does.
+    from spanlab.attention.profile import configurations
+
+    assert p["chunk_mode"] == "alternate"
+    assert [c[1] for c in configurations(p["variants"], p["chunk_sizes"], p["chunk_mode"])] == [
+        "full", "sw", "s2", "se[M=2048/4096]", "se-nomem[M=2048/4096]"]
 
 
 def test_expansion_span_replicate(tmp_path):
@@ -84,7 +90,27 @@ def test_expansion_span_replicate(tmp_path):
     assert {fcs[n].peft for n in ("se-hylora", "se-lora", "se-lora-plus")} == {"hylora", "lora", "lora+"}
     assert all(fc.lora(hybrid=True) == (32, 64) for fc in fcs.values())
     p = study.profile_settings()
-    assert (p["chunk_sizes"], p["window"]) == ([2048, 4096], 4096)
+    assert (p["chunk_sizes"], p["window"], p["chunk_mode"]) == ([2048, 4096], 4096, "alternate")
+    _fig11(study, tmp_path, {"sw-hylora": "sw:window=1024", "se-hylora": "se:chunk_size=512,block_size=32,top_k=8"})
+
+
+def _fig11(study, tmp_path, rules):
+    """Fig. 11: the SW and SE fine-tunes are evaluated with their own attention too, on NIAH-Single-1."""
+    from spanlab.study.steps.eval_attention import attention_eval_plan, resolve_rule
+
+    planned, _ = attention_eval_plan(study)
+    assert {n: resolve_rule(study, n, r).describe() for n, r, _ in planned} == rules
+    assert study.cfg.eval_attention.tasks == ["niah_single_1"]
+    ids = [s.id for s in study.plan()]
+    assert {f"eval:{n}@{n.split('-')[0]}:ruler" for n in rules} <= set(ids)
+
+
+@pytest.mark.parametrize("name,chunk,window", [("expansion-span-mini", 1024, 2048),
+                                               ("expansion-span-mini-gpu-quick", 512, 1024)])
+def test_expansion_span_minis_evaluate_with_the_finetuning_attention(name, chunk, window, tmp_path):
+    cfg, study = _study(name, tmp_path)
+    _fig11(study, tmp_path, {"sw-hylora": f"sw:window={window}",
+                             "se-hylora": f"se:chunk_size={chunk},block_size=32,top_k=8"})
 
 
 def test_huang2024_replicate_has_enough_samples_for_lost_in_the_middle(tmp_path):

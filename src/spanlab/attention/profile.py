@@ -97,16 +97,27 @@ def _sweeps_chunks(variant: str) -> bool:
     return "chunk_size" in VARIANTS[variant].param_names
 
 
-def configurations(variants: Iterable[str], chunk_sizes: Iterable[int]) -> list[tuple[str, str, int]]:
-    """(variant, label, chunk_size): variants with a chunk size (SE) get one row per chunk size."""
-    out = []
+CHUNK_MODES = ("each", "alternate")
+
+
+def configurations(variants: Iterable[str], chunk_sizes: Iterable[int],
+                   chunk_mode: str = "each") -> list[tuple[str, str, tuple[int, ...]]]:
+    """(variant, label, chunk sizes of its step): with `chunk_mode="each"` variants with a chunk
+    size (SE) get one row per chunk size; with "alternate" one row whose step runs one layer call
+    per chunk size in turn (the paper's training draws one per layer call from {2048, 4096}), so a
+    variant is one row however its chunks are drawn. Others: one row, no chunk (an empty tuple)."""
+    if chunk_mode not in CHUNK_MODES:
+        raise SpanlabError(f"unknown chunk mode {chunk_mode!r}; choose one of {', '.join(CHUNK_MODES)}")
+    out: list[tuple[str, str, tuple[int, ...]]] = []
     chunk_sizes = list(chunk_sizes)
     for v in variants:
         VARIANTS.get_spec(v)  # a clear error for an unknown name
-        if _sweeps_chunks(v):
-            out.extend((v, f"{v}[M={m}]", m) for m in chunk_sizes)
+        if not _sweeps_chunks(v):
+            out.append((v, v, ()))
+        elif chunk_mode == "alternate" and len(chunk_sizes) > 1:
+            out.append((v, f"{v}[M={'/'.join(map(str, chunk_sizes))}]", tuple(chunk_sizes)))
         else:
-            out.append((v, v, 0))
+            out.extend((v, f"{v}[M={m}]", (m,)) for m in chunk_sizes)
     return out
 
 
@@ -151,6 +162,7 @@ def run_profile(
     dtype: str = "bf16",
     mode: str = "op",
     chunk_sizes: list[int] = (2048, 4096),
+    chunk_mode: str = "each",
     window: int = 4096,
     group_size: int = 0,
     block_size: int = 32,
@@ -177,29 +189,33 @@ def run_profile(
         raise SpanlabError("--device cuda was asked for but CUDA is not available; use --device cpu")
     cuda = device.startswith("cuda")
     dev_name = torch.cuda.get_device_name(device) if cuda else "cpu"
-    configs = configurations(variants, chunk_sizes)
+    configs = configurations(variants, chunk_sizes, chunk_mode)
     done = {r.key() for r in read_rows(csv_path)} if csv_path else set()
     rows: list[ProfileRow] = []
     for L in lengths:
-        for variant, label, M in configs:
+        for variant, label, Ms in configs:
             G = group_size or max(1, L // 4)  # LongLoRA's default group: a quarter of the sequence
+            # chunk_size: the step's chunk; an alternating step records its mean (what its FLOPs count).
+            M = round(sum(Ms) / len(Ms)) if Ms else 0
             row = ProfileRow(variant, label, mode, L, batch, heads, Hk, head_dim, dtype, M, window, G, block_size,
                              top_k, math.nan, math.nan, math.nan, math.nan, 0.0, math.nan, dev_name, "ok")
             if row.key() in done:
                 continue
-            params = variant_params(variant, {"window": window, "group_size": G, "chunk_size": M,
-                                              "block_size": block_size, "top_k": top_k})
-            fn = get_attention(variant, **params)
-            fwd = attention_flops(variant, L, heads, head_dim, chunk_size=M, window=window, group_size=G,
-                                  block_size=block_size, top_k=top_k) * batch
+            fns = [get_attention(variant, **variant_params(variant, {
+                "window": window, "group_size": G, "chunk_size": m, "block_size": block_size, "top_k": top_k}))
+                for m in (Ms or (0,))]
+            fwd = sum(attention_flops(variant, L, heads, head_dim, chunk_size=m, window=window, group_size=G,
+                                      block_size=block_size, top_k=top_k) for m in (Ms or (0,))) / len(fns) * batch
             row.attn_tflop = FWD_BWD * fwd / 1e12
             gen = torch.Generator(device=device).manual_seed(seed)
             try:
                 if cuda:
                     torch.cuda.empty_cache()
-                step = _make_step(fn, mode, batch, heads, Hk, L, head_dim, DTYPES[dtype], device, gen)
+                step = _alternating([_make_step(fn, mode, batch, heads, Hk, L, head_dim, DTYPES[dtype], device, gen)
+                                     for fn in fns])
                 t = time_cuda(step, warmup=warmup, iters=repeats, device=device)
-                row.ms, row.ms_min, row.ms_max = t.median_ms, t.min_ms, t.max_ms
+                # Per layer call, like every other row: an alternating step makes len(fns) of them.
+                row.ms, row.ms_min, row.ms_max = (x / len(fns) for x in (t.median_ms, t.min_ms, t.max_ms))
                 row.tflops = row.attn_tflop / (row.ms / 1e3)
                 if cuda:
                     row.peak_mem_gib = peak_memory_gib(step, device)  # type: ignore[assignment]
@@ -212,6 +228,19 @@ def run_profile(
             if on_row is not None:
                 on_row(row)
     return rows
+
+
+def _alternating(steps: list[Callable[[], None]]) -> Callable[[], None]:
+    """One timed step of consecutive layer calls (fwd + bwd each), one per chunk size; a single
+    step stays itself. Peak memory is that of the largest call (each frees its graph)."""
+    if len(steps) == 1:
+        return steps[0]
+
+    def step() -> None:
+        for s in steps:
+            s()
+
+    return step
 
 
 def _append(path: Path, row: ProfileRow) -> None:

@@ -49,16 +49,17 @@ def build_tables(runs: list[Run], threshold: float = DEFAULT_THRESHOLD, compare:
 
 
 def build_report(rundirs: list[str], out: str | None = None, threshold: float = DEFAULT_THRESHOLD,
-                 compare: bool = False) -> Path:
+                 compare: bool = False, extra: list[Table] | None = None) -> Path:
     """Write every table (md/csv/json), every figure (png) and `index.html`; returns the out dir.
-    With `compare`, the first table is the paired comparison of the two runs (`compare.*`)."""
+    With `compare`, the first table is the paired comparison of the two runs (`compare.*`);
+    `extra` tables (a study's Fig. 11 table) come after the others."""
     # Folders with only `spanlab harness` results have no RULER run to load (report/harness.py).
     ruler_dirs = [d for d in rundirs if not harness_only(d)]
     runs = load_runs(ruler_dirs) if (ruler_dirs or not rundirs) else []
     dest = Path(out) if out else Path(rundirs[0]) / "report"
     dest.mkdir(parents=True, exist_ok=True)
     tables = (build_tables(runs, threshold, compare) if runs else []) + [
-        t for t in [harness_table(rundirs)] if t is not None]
+        t for t in [harness_table(rundirs)] if t is not None] + list(extra or [])
     for t in tables:
         (dest / f"{t.name}.md").write_text(t.to_markdown(), encoding="utf-8")
         (dest / f"{t.name}.csv").write_text(t.to_csv(), encoding="utf-8")

@@ -128,6 +128,53 @@ class FinetuneSpec(_Strict):
         return settings
 
 
+SAME = "same"  # in `eval_attention.attention`: each fine-tune's own attention variant
+
+
+class AttentionEvalSpec(_Strict):
+    """Expansion Span Fig. 11: fine-tunes evaluated a second time with an efficient attention over
+    the KV cache (spanlab.models.variant_attention), beside their full-attention evaluation on the
+    same samples; the report pairs the two (`attention_eval` table)."""
+
+    # `same` = the variant each fine-tune trained with, with its parameters (one fixed chunk: the
+    # smallest of a random draw); or an explicit rule, e.g. `sw:window=1024`, `se:chunk_size=512`.
+    attention: list[str] = Field(default_factory=lambda: [SAME], min_length=1)
+    blocks: list[str] | None = None  # eval blocks (default: those of `finetune_eval`)
+    # Only these tasks of the blocks (default: all). The paper's Fig. 11 is NIAH-Single-1 alone; the
+    # samples are those of the full-attention evaluation (same seed, task, length and index).
+    tasks: list[str] | None = None
+    finetunes: list[str] | None = None  # default: every fine-tune whose variant has an eval rule
+
+    @field_validator("attention")
+    @classmethod
+    def _rules(cls, specs: list[str]) -> list[str]:
+        for spec in specs:
+            if spec.strip() in (SAME, "full"):
+                if spec.strip() == "full":
+                    raise ValueError("eval_attention.attention: every fine-tune is already evaluated with full "
+                                     "attention; list `same` or an efficient rule such as sw:window=1024")
+                continue
+            from spanlab.models.variant_attention import parse_spec
+
+            try:
+                parse_spec(spec)
+            except SpanlabError as e:
+                raise ValueError(str(e)) from None
+        if len(set(specs)) != len(specs):
+            raise ValueError("eval_attention.attention lists a rule twice")
+        return specs
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, names: list[str] | None) -> list[str] | None:
+        from spanlab.tasks import TASKS
+
+        for n in names or []:
+            if n not in TASKS:
+                raise ValueError(f"eval_attention.tasks: unknown task {n!r}; choose from {', '.join(TASKS)}")
+        return names
+
+
 class PerplexitySpec(_Strict):
     lengths: list[str | int]
     max_windows: int = 8
@@ -141,6 +188,9 @@ class ProfileSpec(_Strict):
     variants: list[str] = Field(default_factory=lambda: ["full", "sw", "s2", "se", "se-nomem"])
     lengths: list[str | int]
     chunk_sizes: list[str | int] = Field(default_factory=lambda: ["1x"])
+    # each: one SE row per chunk size; alternate: one row per variant whose step runs a layer call
+    # per chunk size in turn, as the paper's training draws one per call from {2048, 4096}.
+    chunk_mode: Literal["each", "alternate"] = "each"
     window: str | int = "1x"
     group_size: int = Field(0, ge=0)  # 0 = a quarter of each length (LongLoRA)
     block_size: int = Field(32, ge=1)
@@ -179,6 +229,7 @@ class StudyConfig(_Strict):
     generation: Generation = Generation()
     finetune: list[FinetuneSpec] = Field(default_factory=list)
     finetune_eval: list[str] | None = None  # eval block names for fine-tuned models (default: all)
+    eval_attention: AttentionEvalSpec | None = None  # Fig. 11: fine-tunes also evaluated with their own attention
     perplexity: PerplexitySpec | None = None
     profile: ProfileSpec | None = None
     threshold: float = 85.6
@@ -200,6 +251,18 @@ class StudyConfig(_Strict):
         for b in self.finetune_eval or []:
             if b not in blocks:
                 raise ValueError(f"finetune_eval: {b!r} is not an eval block name")
+        if self.eval_attention is not None:
+            ea = self.eval_attention
+            if not self.finetune or not self.eval:
+                raise ValueError("eval_attention needs `finetune` runs and `eval` blocks to evaluate them on")
+            ft_blocks = self.finetune_eval if self.finetune_eval is not None else sorted(blocks)
+            for b in ea.blocks or []:
+                if b not in ft_blocks:
+                    raise ValueError(f"eval_attention.blocks: {b!r} is not an eval block of the fine-tunes "
+                                     f"({', '.join(ft_blocks)}); their full-attention scores are the comparison")
+            for n in ea.finetunes or []:
+                if n not in {f.name for f in self.finetune}:
+                    raise ValueError(f"eval_attention.finetunes: {n!r} is not a fine-tune of this study")
         from spanlab.mixture.heldout import TRAIN_SEED_BASE
 
         if self.seed >= TRAIN_SEED_BASE:

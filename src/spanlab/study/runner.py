@@ -1,4 +1,4 @@
-"""Run a study (the orchestrator; the steps are in spanlab.study.steps): train -> eval -> finetune -> eval -> (perplexity) -> report, resumable step by step.
+"""Run a study (the orchestrator; the steps are in spanlab.study.steps): train -> eval -> finetune -> eval (-> eval with the fine-tune's attention) -> (perplexity) -> report, resumable step by step.
 
 Each finished step is appended (and flushed) to `OUT/steps.jsonl`; a re-run skips those steps.
 Steps themselves resume inside (training from its last checkpoint, evaluation from its per-sample
@@ -14,6 +14,7 @@ Layout of OUT:
     train/<model>/      `spanlab train` runs (+ <model>.log when trained in a parallel process)
     finetune/<name>/    `spanlab finetune` runs
     eval/<model>/       one `spanlab eval` run directory per model (all eval blocks)
+    eval/<ft>@<attn>/   a fine-tune evaluated with an efficient attention (`eval_attention`, Fig. 11)
     ppl/<model>.jsonl   perplexity journal per model
     profile/profile.csv attention runtime/memory profile (rows journaled; Fig. 4)
     report/             tables, heatmaps, curves, index.html, loss_curves.png, profile_*.png, summary.md
@@ -34,6 +35,7 @@ from spanlab.errors import SpanlabError
 from spanlab.study.config import StudyConfig
 from spanlab.study.context import STEPS_FILE, StudyContext
 from spanlab.study.steps import Step, StepSkipped
+from spanlab.study.steps.eval_attention import SEP, attention_eval_plan, run_attention_eval
 from spanlab.study.steps.evaluate import run_eval_block, run_perplexity
 from spanlab.study.steps.finetune import finetune_config, run_finetune_step
 from spanlab.study.steps.heldout import run_heldout
@@ -87,6 +89,13 @@ class Study(StudyContext):
             steps.append(Step(f"finetune:{f.name}", "finetune", lambda n=f.name: run_finetune_step(self, n)))
             for b in ft_blocks:
                 steps.append(Step(f"eval:{f.name}:{b.name}", "eval", lambda n=f.name, b=b: run_eval_block(self, n, b)))
+        planned, _ = attention_eval_plan(self)
+        ea_blocks = [b for b in ft_blocks if cfg.eval_attention is None or cfg.eval_attention.blocks is None
+                     or b.name in cfg.eval_attention.blocks]
+        for name, rule, label in planned:
+            for b in ea_blocks:
+                steps.append(Step(f"eval:{name}{SEP}{label}:{b.name}", "eval",
+                                  lambda n=name, r=rule, lab=label, b=b: run_attention_eval(self, n, r, lab, b)))
         if cfg.perplexity is not None:
             for n in [m.name for m in cfg.models] + [f.name for f in cfg.finetune]:
                 steps.append(Step(f"ppl:{n}", "ppl", lambda n=n: run_perplexity(self, n)))

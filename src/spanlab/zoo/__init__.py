@@ -3,7 +3,7 @@
     >>> from spanlab.zoo import zoo_config, build_model
     >>> model = build_model("hybrid", "tiny", vocab_size=8192, seed=0)
 
-Architectures: `transformer` (Transformer++ = Llama), `mamba2`, `hybrid` (Mamba2 + 1:4 attention,
+Architectures: `transformer` (Transformer++: the Llama recipe with RoPE on half of each head), `mamba2`, `hybrid` (Mamba2 + 1:4 attention,
 Bamba), `griffin` (RecurrentGemma), `rwkv` (RWKV-4). Sizes: `tiny`, `small`, `base`.
 """
 
@@ -57,6 +57,10 @@ def zoo_config(
     for name, value in (("pad_token_id", pad_token_id), ("bos_token_id", bos_token_id), ("eos_token_id", eos_token_id)):
         setattr(cfg, name, value)
     for key, value in {**shape.overrides, **overrides}.items():
+        if key == "partial_rotary_factor" and isinstance(getattr(cfg, "rope_parameters", None), dict):
+            # transformers 5 reads the fraction from rope_parameters; a plain attribute is ignored.
+            cfg.rope_parameters["partial_rotary_factor"] = float(value)
+            continue
         setattr(cfg, key, value)
     # Tags so a saved checkpoint says what it is.
     cfg.spanlab_arch = a

@@ -13,7 +13,7 @@ from typing import Any
 
 from transformers import (
     BambaConfig,
-    LlamaConfig,
+    GlmConfig,
     Mamba2Config,
     PretrainedConfig,
     RecurrentGemmaConfig,
@@ -41,16 +41,39 @@ def _mamba_heads(d: int, expand: int = 2) -> tuple[int, int]:
     return (expand * d) // head_dim, head_dim
 
 
+# RoPE on half of every head, as the seed study's models (state-spaces/transformerpp-2.7b and
+# mamba2attn-2.7b rotate 64 of 128 dims; transformers' Bamba and RecurrentGemma fix 0.5 too): with
+# one fraction for every family, "Transformer++ vs hybrid" does not also compare RoPE fractions.
+ROTARY_FRACTION = 0.5
+
+
 def llama(d: int, layers: int, vocab_size: int, **kw: Any) -> PretrainedConfig:
-    """Transformer++: RoPE, SwiGLU, RMSNorm, no biases (the Llama recipe)."""
+    """Transformer++: RoPE on half of each head, SwiGLU, RMSNorm, no biases (the Llama recipe).
+
+    Built as transformers' GLM class: its decoder is Llama's computation (separate q/k/v/o
+    projections, so LoRA adapts the same matrices as on a Llama; gate and up stored as one matrix,
+    the same parameters) and, unlike LlamaConfig, it honours `partial_rotary_factor` (Llama
+    silently rotates the whole head). GLM pairs rotated dims (2i, 2i+1) where GPT-NeoX pairs
+    (i, i + R/2): a fixed permutation of the head's dims, which learned q/k weights absorb.
+    Pass `partial_rotary_factor=1.0` for full-head RoPE."""
     h = _heads(d)
-    return LlamaConfig(
+    head_dim = d // h
+    kw.setdefault("partial_rotary_factor", ROTARY_FRACTION)
+    if int(head_dim * kw["partial_rotary_factor"]) % 2:
+        raise ValueError(f"partial_rotary_factor {kw['partial_rotary_factor']} of a {head_dim}-dim head is not an "
+                         "even number of dims")
+    for token in ("bos_token_id", "eos_token_id", "pad_token_id"):  # not GLM's 151K-vocab ids: zoo_config sets them
+        kw.setdefault(token, None)
+    return GlmConfig(
         vocab_size=vocab_size,
         hidden_size=d,
         intermediate_size=_swiglu_width(d),
         num_hidden_layers=layers,
         num_attention_heads=h,
         num_key_value_heads=h,
+        head_dim=head_dim,
+        attention_bias=False,
+        rms_norm_eps=1e-6,  # Llama's (GLM's default is 1.5625e-7)
         max_position_embeddings=MAX_POSITIONS,
         tie_word_embeddings=True,
         **kw,

@@ -17,7 +17,8 @@ def profile_settings(ctx: StudyContext) -> dict[str, Any]:
     c = ctx.context_of(ctx.cfg.models[0].name)
     return {
         "variants": list(p.variants), "lengths": sorted({resolve_length(x, c) for x in p.lengths}),
-        "chunk_sizes": [resolve_length(x, c) for x in p.chunk_sizes], "window": resolve_length(p.window, c),
+        "chunk_sizes": [resolve_length(x, c) for x in p.chunk_sizes], "chunk_mode": p.chunk_mode,
+        "window": resolve_length(p.window, c),
         "group_size": p.group_size, "block_size": p.block_size, "top_k": p.top_k, "heads": p.heads,
         "kv_heads": p.kv_heads or None, "head_dim": p.head_dim, "batch": p.batch, "dtype": p.dtype,
         "mode": p.mode, "warmup": p.warmup, "repeats": p.repeats, "seed": ctx.cfg.seed,

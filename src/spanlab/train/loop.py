@@ -2,7 +2,8 @@
 
 Works for any model whose forward takes `input_ids` and `labels` and returns `.loss` (every HF
 causal LM, with or without PEFT adapters), or for any model with a custom `loss_fn`. Run it under
-`accelerate launch --config_file configs/accelerate/<ddp|fsdp|zero2>.yaml` for several GPUs.
+`accelerate launch --config_file configs/accelerate/<ddp|fsdp|zero2>.yaml` for several GPUs
+(`fsdp_cpu.yaml` with `ACCELERATE_USE_CPU=1`: FSDP on CPU processes, see spanlab.train.distributed).
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Checkpoint folders: `out/checkpoints/step-000100/` written atomically, newest found on resume.
 
 accelerate's `save_state` writes model, optimizer, scheduler and every RNG state (and handles
-FSDP / DeepSpeed sharding); we add `trainer_state.json` last, so a folder without it is a save
-that crashed half-way and is ignored.
+FSDP / DeepSpeed sharding: under FSDP's SHARDED_STATE_DICT the model and optimizer are
+`pytorch_model_fsdp_0/` and `optimizer_0/` with one `.distcp` file per rank, so a resume needs the
+same world size, which `trainer_state.json` records); we add `trainer_state.json` last, so a folder
+without it is a save that crashed half-way and is ignored.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Works for any model whose forward takes `input_ids` and `labels` and returns `.loss` (every HF
 causal LM, with or without PEFT adapters), or for any model with a custom `loss_fn`. Run it under
-`accelerate launch --config_file configs/accelerate/<ddp|fsdp|zero2>.yaml` for several GPUs.
+`accelerate launch --config_file configs/accelerate/<ddp|fsdp|zero2>.yaml` for several GPUs
+(`fsdp_cpu.yaml` with `ACCELERATE_USE_CPU=1`: FSDP on CPU processes, see spanlab.train.distributed).
 """
 
 from __future__ import annotations
@@ -66,8 +67,10 @@ def make_accelerator(mixed_precision: str = "bf16", **kwargs: Any) -> Any:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState, PartialState
 
+    from spanlab.train.distributed import finish_setup
+
     try:
-        return Accelerator(mixed_precision=mixed_precision, **kwargs)
+        acc = Accelerator(mixed_precision=mixed_precision, **kwargs)
     except ValueError as e:
         # accelerate keeps one global state per process; a second run in the same process with
         # another precision must drop it first. Under `accelerate launch` each rank runs one job.
@@ -75,7 +78,8 @@ def make_accelerator(mixed_precision: str = "bf16", **kwargs: Any) -> Any:
             raise
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
-        return Accelerator(mixed_precision=mixed_precision, **kwargs)
+        acc = Accelerator(mixed_precision=mixed_precision, **kwargs)
+    return finish_setup(acc)
 
 
 def _trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:

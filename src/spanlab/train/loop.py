@@ -169,11 +169,6 @@ def train(
             s, warmup=config.warmup_steps, total=config.max_steps, kind=config.schedule, min_ratio=config.min_lr_ratio
         ),
     )
-    # The scheduler stays unprepared: accelerate's wrapper would step it once per process per
-    # optimizer step (it assumes per-rank epochs shrink), making warmup end early on N GPUs.
-    model, optimizer = acc.prepare(model, optimizer)
-    acc.register_for_checkpointing(scheduler)
-
     start_step, tokens_seen, losses = 0, 0, []
     log_path = out_dir / LOG_FILE
     ckpt = latest_checkpoint(out_dir) if config.resume else None
@@ -186,6 +181,13 @@ def train(
                     f"cannot resume {ckpt}: it was written with {key}={was}, this run has {now}; "
                     f"use the same settings or a new --out directory"
                 )
+
+    # The scheduler stays unprepared: accelerate's wrapper would step it once per process per
+    # optimizer step (it assumes per-rank epochs shrink), making warmup end early on N GPUs.
+    base_model, forward_before = model, model.__dict__.get("forward", _MISSING)
+    model, optimizer = acc.prepare(model, optimizer)
+    acc.register_for_checkpointing(scheduler)
+    if ckpt is not None:
         acc.load_state(str(ckpt))
         start_step, tokens_seen = state["step"], state["tokens"]
         if acc.is_main_process:
@@ -288,6 +290,7 @@ def train(
             log.close()
         if pbar is not None:
             pbar.close()
+        _release(acc, base_model, forward_before, model, optimizer, scheduler)
 
     wall = time.perf_counter() - t_start
     final_dir = None
@@ -316,6 +319,32 @@ def train(
         wall_s=wall,
         extra={"model": acc.unwrap_model(model), "accelerator": acc},
     )
+
+
+_MISSING = object()
+
+
+def _release(acc: Any, base_model: torch.nn.Module, forward_before: Any, *prepared: Any) -> None:
+    """Undo what `acc.prepare` attached, so the model is freed as soon as the caller drops it.
+
+    With mixed precision, accelerate stores bound methods of the model in the model's own
+    `__dict__` (`forward` wrapped in autocast, `_original_forward`): a reference cycle that only a
+    gc pass frees. Until one runs, the model's weights, LoRA grads and the optimizer state stay
+    allocated, so a second model trained in the same process (a benchmark, a study) pays for both,
+    and `torch.cuda.empty_cache()` frees nothing. The loop autocasts itself (`acc.autocast()`), so
+    the wrapper is not needed after training. The accelerator also forgets this run's model,
+    optimizer and scheduler: a caller's accelerator reused for another `train()` would otherwise
+    keep them alive and save them in that run's checkpoints.
+    """
+    base_model.__dict__.pop("_original_forward", None)
+    if forward_before is _MISSING:
+        base_model.__dict__.pop("forward", None)
+    else:
+        base_model.__dict__["forward"] = forward_before
+    for name in ("_models", "_optimizers", "_schedulers", "_custom_objects"):
+        held = getattr(acc, name, None)
+        if isinstance(held, list):
+            held[:] = [o for o in held if not any(o is p for p in prepared)]
 
 
 class _nullcontext:

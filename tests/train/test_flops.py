@@ -38,6 +38,12 @@ def test_hand_count_with_recompute():
     assert got["lora"] == 2 * tokens * LAYERS * 4 * lora
 
 
+def test_chunked_loss_recomputes_the_head():
+    model = _model()
+    plain = model_step_flops(model, 10)["total"]
+    assert model_step_flops(model, 10, chunked_head=True)["total"] - plain == 2 * 10 * HIDDEN * VOCAB
+
+
 def test_trainable_weight_pays_its_weight_grad():
     model = _model()
     model.get_output_embeddings().weight.requires_grad_(True)

@@ -6,7 +6,7 @@ upstream trains (LoRA factors, embeddings), and the weight gradient (a third) on
 weight: 2× forward for a frozen weight, 3× for a trainable one. Gradient checkpointing runs the
 forward of every checkpointed block once more before its backward. A LoRA layer counts its frozen
 base weight plus both factors (`in -> r`, `r -> out`, both trainable). The LM head counts like any
-linear layer (outside the checkpointed blocks, so never recomputed).
+linear layer (outside the checkpointed blocks: recomputed only by the chunked loss).
 
 Attention's own score/value matmuls (QKᵀ, PV) are not counted: their cost depends on the variant
 (full, sliding window, SE's selected blocks), and the roofline asks what fraction of the peak the
@@ -47,13 +47,19 @@ def _lora_rank(module: nn.Module) -> int:
     return 0
 
 
-def linear_layers(model: nn.Module, *, recompute: bool = True) -> list[LinearLayer]:
+def linear_layers(model: nn.Module, *, recompute: bool = True, chunked_head: bool = False) -> list[LinearLayer]:
     """Every linear layer that runs once per token: plain `nn.Linear`s and peft LoRA layers
-    (counted as their base layer + rank), with whether they are recomputed under checkpointing."""
+    (counted as their base layer + rank), with whether they are recomputed under checkpointing.
+    `chunked_head`: the loss runs the LM head in checkpointed chunks (spanlab.train.loss), so the
+    head's forward runs twice as well."""
+    from spanlab.train.loss import chunkable
+
     found: list[LinearLayer] = []
+    parts = chunkable(model) if chunked_head else None
+    head = parts[1] if parts else None
 
     def walk(module: nn.Module, prefix: str, in_block: bool) -> None:
-        in_block = in_block or _is_checkpointed_block(module)
+        in_block = in_block or _is_checkpointed_block(module) or module is head
         base = getattr(module, "base_layer", None)
         rank = _lora_rank(module)
         if rank and isinstance(base, nn.Linear):
@@ -98,8 +104,9 @@ def step_matmul_flops(layers: list[LinearLayer], tokens: int) -> dict[str, float
             "total": forward + recompute + backward, "lora": lora}
 
 
-def model_step_flops(model: nn.Module, tokens: int, *, recompute: bool = True) -> dict[str, float]:
-    return step_matmul_flops(linear_layers(model, recompute=recompute), tokens)
+def model_step_flops(model: nn.Module, tokens: int, *, recompute: bool = True,
+                     chunked_head: bool = False) -> dict[str, float]:
+    return step_matmul_flops(linear_layers(model, recompute=recompute, chunked_head=chunked_head), tokens)
 
 
 def roofline_percent(flops: float, step_s: float, peak_tflops: float = H200_BF16_DENSE_TFLOPS) -> float:

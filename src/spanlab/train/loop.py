@@ -7,6 +7,8 @@ causal LM, with or without PEFT adapters), or for any model with a custom `loss_
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +26,7 @@ from spanlab.train.checkpoint import (
     save_checkpoint,
 )
 from spanlab.train.config import TrainConfig
+from spanlab.train.loss import chunked_causal_lm_loss
 from spanlab.train.order import SampleOrder
 from spanlab.train.schedule import lr_multiplier
 
@@ -205,6 +208,8 @@ def train(
         pbar = tqdm(total=config.max_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
 
     cuda = torch.cuda.is_available() and acc.device.type == "cuda"
+    if loss_fn is default_loss and config.loss_chunk:
+        loss_fn = functools.partial(chunked_causal_lm_loss, chunk=config.loss_chunk)
     if cuda:
         torch.cuda.reset_peak_memory_stats(acc.device)
     log = open(log_path, "a") if acc.is_main_process else None
@@ -226,7 +231,10 @@ def train(
                 sync = micro == config.grad_accum - 1
                 ctx = acc.no_sync(model) if not sync else _nullcontext()
                 with ctx, acc.autocast():
-                    loss = loss_fn(model, batch)
+                    # Offload packs what the forward saves; the backward unpacks it wherever it runs,
+                    # and checkpoint recomputation inside the backward keeps its tensors on the GPU.
+                    with _offload(config.offload_activations, cuda):
+                        loss = loss_fn(model, batch)
                     if not torch.isfinite(loss):
                         raise SpanlabError(
                             f"loss became {loss.item()} at step {step + 1}; lower --lr or use bf16 instead of fp16"
@@ -322,6 +330,12 @@ def train(
 
 
 _MISSING = object()
+
+
+def _offload(enabled: bool, cuda: bool) -> contextlib.AbstractContextManager[Any]:
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autograd.graph.save_on_cpu(pin_memory=cuda)
 
 
 def _release(acc: Any, base_model: torch.nn.Module, forward_before: Any, *prepared: Any) -> None:

@@ -25,7 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 GEOMETRIES = {
     # Sheared-LLaMA-2.7B's shape (issue 16's table): hidden, layers, heads, kv heads, MLP, vocab.
     "sheared-llama-2.7b": dict(hidden=2560, layers=32, heads=20, kv_heads=20, intermediate=6912, vocab=32000),
@@ -58,7 +57,6 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
 
     from spanlab.finetune import apply_peft, patch_attention
     from spanlab.train import TrainConfig, train
-
     from spanlab.train.flops import model_step_flops, roofline_percent
 
     torch.manual_seed(args.seed)

@@ -2,11 +2,16 @@
 
 One optimizer step = one packed sequence of `--context` tokens (micro-batch 1, no accumulation),
 bf16 autocast over fp32 master weights, gradient checkpointing, AdamW, on a random-weight
-Llama-style model built from a config (~125M parameters by default; no downloads). Each variant
-gets a fresh model; the first `--warmup` steps (kernel compilation, allocator growth) are not
-timed, tokens/s = context / median step time of the rest.
+Llama-style model built from a config (~125M parameters by default, `--geometry` for the issue's
+2.7B one; no downloads). Each variant runs in its own subprocess (a fresh CUDA context), so its peak
+memory is its own: one process for all variants used to carry earlier models into later peaks.
+The first `--warmup` steps (kernel compilation, allocator growth) are not timed, tokens/s =
+context / median step time of the rest. The matmul roofline is the step's linear-layer FLOPs
+(spanlab.train.flops: forward, checkpoint recompute, backward; attention's own matmuls excluded)
+over median step time x `--peak-tflops`.
 
-    python benchmarks/finetune_speed.py --variants full,sw,s2,se --context 8192 --out speed.jsonl
+    python benchmarks/finetune_speed.py --variants full,sw,se --context 32768 \
+        --geometry sheared-llama-2.7b --out speed.jsonl
 """
 
 from __future__ import annotations
@@ -14,10 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+GEOMETRIES = {
+    # Sheared-LLaMA-2.7B's shape (issue 16's table): hidden, layers, heads, kv heads, MLP, vocab.
+    "sheared-llama-2.7b": dict(hidden=2560, layers=32, heads=20, kv_heads=20, intermediate=6912, vocab=32000),
+}
 
 
 def build_model(args: argparse.Namespace):
@@ -46,6 +57,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
 
     from spanlab.finetune import apply_peft, patch_attention
     from spanlab.train import TrainConfig, train
+    from spanlab.train.flops import model_step_flops, roofline_percent
 
     torch.manual_seed(args.seed)
     model = build_model(args)
@@ -53,13 +65,15 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
     model = apply_peft(model, args.peft, rank=args.rank, alpha=2 * args.rank, verbose=False).to(args.device)
     params = variant_params(variant, args)
     patch_attention(model, variant, **params)
+    flops = model_step_flops(model, args.context, recompute=True, chunked_head=args.loss_chunk > 0)
     g = torch.Generator().manual_seed(args.seed)
     rows = [torch.randint(0, args.vocab, (args.context,), generator=g) for _ in range(args.steps)]
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(
             out_dir=Path(tmp), max_steps=args.steps, micro_batch_size=1, grad_accum=1, lr=2e-5 if variant == "s2" else 2e-4,
             warmup_steps=0, mixed_precision="bf16", gradient_checkpointing=True, save_every=0, progress=False,
-            save_final=False, seed=args.seed, resume=False,
+            save_final=False, seed=args.seed, resume=False, loss_chunk=args.loss_chunk,
+            offload_activations=args.offload_activations,
         )
         t0 = time.perf_counter()
         res = train(model, rows, cfg, shuffle=False)
@@ -70,12 +84,14 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
     out = {
         "variant": variant, **params, "context": args.context, "model_params": n_params, "peft": args.peft,
         "rank": args.rank, "steps_timed": len(timed), "median_step_s": med, "tokens_per_s": args.context / med,
-        "peak_memory_gib": res.peak_memory_gb, "first_step_s": steps[0]["step_s"], "wall_s": wall,
+        "peak_memory_gib": res.peak_memory_gb,
+        "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if args.device == "cuda" else None,
+        "matmul_tflop_per_step": flops["total"] / 1e12, "lora_tflop_per_step": flops["lora"] / 1e12,
+        "matmul_roofline_pct": roofline_percent(flops["total"], med, args.peak_tflops), "peak_tflops": args.peak_tflops,
+        "loss_chunk": args.loss_chunk, "offload_activations": args.offload_activations, "first_step_s": steps[0]["step_s"], "wall_s": wall,
         "losses": [round(s["loss"], 4) for s in steps], "device": torch.cuda.get_device_name() if args.device == "cuda" else args.device,
         "torch": torch.__version__,
     }
-    del model
-    torch.cuda.empty_cache()
     return out
 
 
@@ -97,10 +113,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heads", type=int, default=12)
     p.add_argument("--kv-heads", type=int, default=4)
     p.add_argument("--vocab", type=int, default=32000)
+    p.add_argument("--geometry", choices=sorted(GEOMETRIES), default=None,
+                   help="a named model shape; overrides --hidden/--layers/--heads/--kv-heads/--intermediate/--vocab")
+    p.add_argument("--loss-chunk", type=int, default=4096, help="rows per LM-head + CE chunk (spanlab finetune's "
+                   "default); 0 = dense logits")
+    p.add_argument("--offload-activations", action="store_true", help="saved tensors to pinned CPU memory")
+    p.add_argument("--peak-tflops", type=float, default=989.0, help="matmul peak for the roofline (H100/H200 bf16 dense)")
+    p.add_argument("--in-process", action="store_true", help="run every variant in this process (peaks then "
+                   "include earlier variants' leftovers in the allocator's reserve)")
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # the per-variant child
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda", help="cuda (the benchmark) or cpu (a smoke run)")
     p.add_argument("--out", type=Path, default=None, help="append one JSON line per variant")
     args = p.parse_args(argv)
+    for k, v in GEOMETRIES.get(args.geometry, {}).items():
+        setattr(args, k, v)
 
     import torch
 
@@ -110,21 +137,41 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps <= args.warmup:
         print("error: --steps must exceed --warmup", file=sys.stderr)
         return 2
+    if args.one:
+        print("RESULT " + json.dumps(run_variant(args.one, args)), flush=True)
+        return 0
     results = []
     for variant in [v for v in args.variants.split(",") if v]:
-        r = run_variant(variant, args)
+        r = run_variant(variant, args) if args.in_process else _run_child(variant, argv)
+        if r is None:
+            print(f"error: variant {variant} failed (its output is above)", file=sys.stderr)
+            continue
         results.append(r)
         print(json.dumps(r), flush=True)
         if args.out:
             with args.out.open("a") as f:
                 f.write(json.dumps(r) + "\n")
-    print("\n| variant | params | tokens/s | median step (s) | peak memory (GiB) | first step (s) |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("\n| variant | params | tokens/s | median step (s) | peak allocated (GiB) | peak reserved (GiB) | "
+          "matmul TFLOP/step | % matmul roofline | first step (s) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    nan = float("nan")
     for r in results:
         extra = ",".join(f"{k}={r[k]}" for k in ("window", "group_size", "chunk_size", "block_size", "top_k") if k in r)
         print(f"| {r['variant']} | {extra or '-'} | {r['tokens_per_s']:,.0f} | {r['median_step_s']:.3f} | "
-              f"{r['peak_memory_gib'] or float('nan'):.2f} | {r['first_step_s']:.2f} |")
-    return 0
+              f"{r['peak_memory_gib'] or nan:.2f} | {r['peak_reserved_gib'] or nan:.2f} | "
+              f"{r['matmul_tflop_per_step']:.2f} | {r['matmul_roofline_pct']:.1f} | {r['first_step_s']:.2f} |")
+    return 0 if len(results) == len([v for v in args.variants.split(",") if v]) else 1
+
+
+def _run_child(variant: str, argv: list[str] | None) -> dict | None:
+    """One variant in a fresh interpreter; its result is the line it prints after RESULT."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), *(sys.argv[1:] if argv is None else argv), "--one", variant]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        print(proc.stdout, file=sys.stderr)
+        return None
+    return json.loads(lines[-1][len("RESULT "):])
 
 
 if __name__ == "__main__":

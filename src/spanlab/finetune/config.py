@@ -78,6 +78,9 @@ class FinetuneConfig(BaseModel):
     mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
     weights_dtype: Literal["fp32", "bf16"] = "fp32"
     gradient_checkpointing: bool = True
+    loss_chunk: int = Field(4096, ge=0, description="LM head + cross-entropy in chunks of this many rows (never "
+                            "the full (context, vocab) logits); 0 = the model's dense loss")
+    offload_activations: bool = Field(False, description="tensors saved for backward go to pinned CPU memory")
     save_every: int = 100
     seed: int = 0
     merge: bool = Field(True, description="also save the merged model in HF format under out/merged")
@@ -97,6 +100,14 @@ class FinetuneConfig(BaseModel):
     def _length(cls, v: Any) -> Any:
         # Lengths read like every command's (spanlab.units): 8192, 8k.
         return _length_or_value_error(v) if isinstance(v, str) else v
+
+    @field_validator("loss_chunk", mode="before")
+    @classmethod
+    def _rows(cls, v: Any) -> Any:
+        # A length, or 0 for the dense loss (which parse_length, meant for lengths, refuses).
+        if isinstance(v, str):
+            return 0 if v.strip() == "0" else _length_or_value_error(v)
+        return v
 
     @field_validator("chunk_size", mode="before")
     @classmethod

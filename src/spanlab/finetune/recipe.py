@@ -162,6 +162,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         max_grad_norm=cfg.max_grad_norm,
         mixed_precision=cfg.mixed_precision,
         gradient_checkpointing=cfg.gradient_checkpointing,
+        loss_chunk=cfg.loss_chunk,
+        offload_activations=cfg.offload_activations,
         save_every=cfg.save_every,
         seed=cfg.seed,
         progress=cfg.progress,

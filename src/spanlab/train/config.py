@@ -29,6 +29,10 @@ class TrainConfig(BaseModel):
     max_grad_norm: float | None = Field(1.0, description="clip the global grad norm; None disables")
     mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
     gradient_checkpointing: bool = True
+    loss_chunk: int = Field(0, ge=0, description="rows per LM-head + cross-entropy chunk of the default loss "
+                            "(never builds the full logits); 0 = the model's own dense loss")
+    offload_activations: bool = Field(False, description="keep the tensors saved for backward in (pinned) CPU "
+                                      "memory during the forward (torch.autograd.graph.save_on_cpu)")
     save_every: int = Field(100, ge=0, description="checkpoint every N steps; 0 = only at the end")
     keep_checkpoints: int = Field(2, ge=1, description="how many recent checkpoints to keep")
     log_every: int = Field(1, ge=1)

@@ -8,6 +8,8 @@ causal LM, with or without PEFT adapters), or for any model with a custom `loss_
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +27,7 @@ from spanlab.train.checkpoint import (
     save_checkpoint,
 )
 from spanlab.train.config import TrainConfig
+from spanlab.train.loss import chunked_causal_lm_loss
 from spanlab.train.order import SampleOrder
 from spanlab.train.schedule import lr_multiplier
 
@@ -173,11 +176,6 @@ def train(
             s, warmup=config.warmup_steps, total=config.max_steps, kind=config.schedule, min_ratio=config.min_lr_ratio
         ),
     )
-    # The scheduler stays unprepared: accelerate's wrapper would step it once per process per
-    # optimizer step (it assumes per-rank epochs shrink), making warmup end early on N GPUs.
-    model, optimizer = acc.prepare(model, optimizer)
-    acc.register_for_checkpointing(scheduler)
-
     start_step, tokens_seen, losses = 0, 0, []
     log_path = out_dir / LOG_FILE
     ckpt = latest_checkpoint(out_dir) if config.resume else None
@@ -190,6 +188,13 @@ def train(
                     f"cannot resume {ckpt}: it was written with {key}={was}, this run has {now}; "
                     f"use the same settings or a new --out directory"
                 )
+
+    # The scheduler stays unprepared: accelerate's wrapper would step it once per process per
+    # optimizer step (it assumes per-rank epochs shrink), making warmup end early on N GPUs.
+    base_model, forward_before = model, model.__dict__.get("forward", _MISSING)
+    model, optimizer = acc.prepare(model, optimizer)
+    acc.register_for_checkpointing(scheduler)
+    if ckpt is not None:
         acc.load_state(str(ckpt))
         start_step, tokens_seen = state["step"], state["tokens"]
         if acc.is_main_process:
@@ -207,6 +212,8 @@ def train(
         pbar = tqdm(total=config.max_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
 
     cuda = torch.cuda.is_available() and acc.device.type == "cuda"
+    if loss_fn is default_loss and config.loss_chunk:
+        loss_fn = functools.partial(chunked_causal_lm_loss, chunk=config.loss_chunk)
     if cuda:
         torch.cuda.reset_peak_memory_stats(acc.device)
     log = open(log_path, "a") if acc.is_main_process else None
@@ -228,7 +235,10 @@ def train(
                 sync = micro == config.grad_accum - 1
                 ctx = acc.no_sync(model) if not sync else _nullcontext()
                 with ctx, acc.autocast():
-                    loss = loss_fn(model, batch)
+                    # Offload packs what the forward saves; the backward unpacks it wherever it runs,
+                    # and checkpoint recomputation inside the backward keeps its tensors on the GPU.
+                    with _offload(config.offload_activations, cuda):
+                        loss = loss_fn(model, batch)
                     if not torch.isfinite(loss):
                         raise SpanlabError(
                             f"loss became {loss.item()} at step {step + 1}; lower --lr or use bf16 instead of fp16"
@@ -292,6 +302,7 @@ def train(
             log.close()
         if pbar is not None:
             pbar.close()
+        _release(acc, base_model, forward_before, model, optimizer, scheduler)
 
     wall = time.perf_counter() - t_start
     final_dir = None
@@ -320,6 +331,38 @@ def train(
         wall_s=wall,
         extra={"model": acc.unwrap_model(model), "accelerator": acc},
     )
+
+
+_MISSING = object()
+
+
+def _offload(enabled: bool, cuda: bool) -> contextlib.AbstractContextManager[Any]:
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autograd.graph.save_on_cpu(pin_memory=cuda)
+
+
+def _release(acc: Any, base_model: torch.nn.Module, forward_before: Any, *prepared: Any) -> None:
+    """Undo what `acc.prepare` attached, so the model is freed as soon as the caller drops it.
+
+    With mixed precision, accelerate stores bound methods of the model in the model's own
+    `__dict__` (`forward` wrapped in autocast, `_original_forward`): a reference cycle that only a
+    gc pass frees. Until one runs, the model's weights, LoRA grads and the optimizer state stay
+    allocated, so a second model trained in the same process (a benchmark, a study) pays for both,
+    and `torch.cuda.empty_cache()` frees nothing. The loop autocasts itself (`acc.autocast()`), so
+    the wrapper is not needed after training. The accelerator also forgets this run's model,
+    optimizer and scheduler: a caller's accelerator reused for another `train()` would otherwise
+    keep them alive and save them in that run's checkpoints.
+    """
+    base_model.__dict__.pop("_original_forward", None)
+    if forward_before is _MISSING:
+        base_model.__dict__.pop("forward", None)
+    else:
+        base_model.__dict__["forward"] = forward_before
+    for name in ("_models", "_optimizers", "_schedulers", "_custom_objects"):
+        held = getattr(acc, name, None)
+        if isinstance(held, list):
+            held[:] = [o for o in held if not any(o is p for p in prepared)]
 
 
 class _nullcontext:

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from spanlab.attention.registry import VARIANTS
+from spanlab.cli._common import kernels_help
 from spanlab.cli.app import app
 from spanlab.errors import SpanlabError
 
@@ -47,6 +48,7 @@ def profile(
     out: Path = typer.Option(Path("profile"), help="Output folder for profile.csv and the plots."),
     plots: bool = typer.Option(True, help="Write the runtime / memory PNG plots."),
     resume: bool = typer.Option(True, help="Skip configurations already in OUT/profile.csv."),
+    kernels: str | None = typer.Option(None, help=kernels_help()),
 ) -> None:
     """Measure fwd+bwd time (median, CUDA events) and peak memory per variant and length."""
     from rich.console import Console
@@ -64,10 +66,11 @@ def profile(
         raise SpanlabError(f"--window: {e}") from None
     length_list, chunk_list = _ints("--lengths", lengths), _ints("--chunk-sizes", chunk_sizes)
     # The limits of these flags are those of a study's `profile:` block (one model, two front ends).
-    validated(ProfileSpec, dict(
+    spec = validated(ProfileSpec, dict(
         variants=[v.strip() for v in variants.split(",") if v.strip()], lengths=length_list, chunk_sizes=chunk_list,
         window=window_len, group_size=group_size, block_size=block_size, top_k=top_k, heads=heads,
         kv_heads=kv_heads, head_dim=head_dim, batch=batch, dtype=dtype, mode=mode, warmup=warmup, repeats=repeats,
+        kernels=kernels or {},
     ))
     check_out_dir(out)
     console = Console(stderr=True)
@@ -85,7 +88,7 @@ def profile(
         heads=heads, kv_heads=kv_heads or None, head_dim=head_dim, batch=batch, dtype=dtype, mode=mode,
         chunk_sizes=chunk_list, window=window_len, group_size=group_size,
         block_size=block_size, top_k=top_k, warmup=warmup, repeats=repeats, device=device, seed=seed,
-        csv_path=csv_path, on_row=show,
+        csv_path=csv_path, on_row=show, kernels=spec.kernels,
     )
     rows = read_rows(csv_path)
     table = Table(title=f"attention fwd+bwd ({mode}), {rows[0].device if rows else ''}")

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 
 from spanlab.attention.registry import PAPER_CHUNK_SIZES, VARIANTS, default_chunk_sizes, default_window  # noqa: F401
 from spanlab.errors import SpanlabError
+from spanlab.kernels import KernelChoices
 
 
 def _length_or_value_error(v: str) -> int:
@@ -82,6 +83,7 @@ class FinetuneConfig(BaseModel):
     seed: int = 0
     merge: bool = Field(True, description="also save the merged model in HF format under out/merged")
     progress: bool = True
+    kernels: KernelChoices = Field(default_factory=dict, description="kernel choices (spanlab.kernels), e.g. {se_memory: backend}")
 
     @field_validator("attention")
     @classmethod

@@ -72,11 +72,11 @@ def use_fast_ssd() -> list[str]:
     """Route transformers' Mamba2-family layers through spanlab's SSD scan (`spanlab.models.ssd`):
     the same results as transformers' pure-torch fallback without its 6-D intermediates, which
     bound Mamba2 training without mamba-ssm at ~24K tokens/s on an H100 (docs/benchmarks.md).
-    Idempotent; a real mamba-ssm kernel is never displaced; SPANLAB_SSD=0 keeps transformers' own.
+    Idempotent; a real mamba-ssm kernel is never displaced; the kernel choice `ssd=off` keeps transformers' own.
     Returns the modules now using spanlab's scan."""
     from spanlab.models import ssd
 
-    if not ssd.enabled_by_env():
+    if not ssd.enabled():
         return []
     return ssd.install()
 

@@ -175,7 +175,7 @@ def run_profile(
                             group_size, block_size, top_k, warmup, repeats, device, seed, csv_path, on_row, chosen)
 
 
-def _run_profile(variants, lengths, heads, kv_heads, head_dim, batch, dtype, mode, chunk_sizes, window,  # noqa: PLR0913
+def _run_profile(variants, lengths, heads, kv_heads, head_dim, batch, dtype, mode, chunk_sizes, window,
                  group_size, block_size, top_k, warmup, repeats, device, seed, csv_path, on_row,
                  chosen: kernel_settings.KernelSettings) -> list[ProfileRow]:
     if dtype not in DTYPES:

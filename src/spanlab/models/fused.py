@@ -181,6 +181,10 @@ def install(model: Any, *, decode: bool = False) -> list[str]:
     token per row (decode steps) keep the eager code unless `decode` (they run as CUDA graphs)."""
     from transformers.models.llama import modeling_llama as L
 
+    from spanlab.models.arch import profile_for
+
+    if not profile_for(model).fused_kernels:
+        return []
     done = set()
     act = getattr(getattr(model, "config", None), "hidden_act", None)
     for module in model.modules():

@@ -58,7 +58,7 @@ def profile(
     from spanlab.cli._common import check_out_dir, validated
     from spanlab.report.profile_plots import plot_profile_rows
     from spanlab.study.config import ProfileSpec
-    from spanlab.units import parse_length
+    from spanlab.units import format_length, parse_length
 
     try:
         window_len = parse_length(window)
@@ -80,7 +80,7 @@ def profile(
         csv_path.unlink()
 
     def show(r) -> None:
-        console.print(f"{r.label:>18} L={r.length:>6}  {r.ms:9.3f} ms  {_mem(r.peak_mem_gib):>7} GiB  {r.tflops:7.1f} TFLOP/s  {r.status}")
+        console.print(f"{r.label:>18} L={format_length(r.length):>6}  {r.ms:9.3f} ms  {_mem(r.peak_mem_gib):>7} GiB  {r.tflops:7.1f} TFLOP/s  {r.status}")
 
     run_profile(
         variants=[v.strip() for v in variants.split(",") if v.strip()],
@@ -95,7 +95,7 @@ def profile(
     for col in ("variant", "L", "ms", "peak GiB", "TFLOP/s", "status"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(r.label, str(r.length), f"{r.ms:.3f}", _mem(r.peak_mem_gib), f"{r.tflops:.1f}", r.status)
+        table.add_row(r.label, format_length(r.length), f"{r.ms:.3f}", _mem(r.peak_mem_gib), f"{r.tflops:.1f}", r.status)
     Console().print(table)
     if rows and all(math.isnan(r.peak_mem_gib) for r in rows):
         console.print("note: peak memory is measured on CUDA only (the CPU allocator keeps no peak); "

@@ -5,7 +5,7 @@
 
 Per length: full attention (scale), then per chunk size M:
   * the SE step (default path: Triton memory piece) and the same step with the memory piece
-    through cuDNN (`SPANLAB_SE_MEMORY=backend`, the previous design), SE-NoMem (the causal piece
+    through cuDNN (`--kernels`-style choice `se_memory=backend`, the previous design), SE-NoMem (the causal piece
     alone), and the attention given fixed blocks; median ms of CUDA events (steps synchronised) and
     peak GiB over one step, plus sparse TFLOP/s;
   * block selection alone (Triton kernels vs the torch path);
@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import statistics
 import time
-from contextlib import contextmanager
 
 import torch
 
+from spanlab import kernels
 from spanlab.attention import full_attention, lse_kernels, se_attention
 from spanlab.attention import se_memory_triton as smt
 from spanlab.attention.profile import FWD_BWD, attention_flops
@@ -74,22 +73,6 @@ def bench_kernel(fn, rep=30) -> float:
 
 def peak(fn) -> float:
     return peak_memory_gib(fn, "cuda") or 0.0
-
-
-@contextmanager
-def env(name: str, value: str | None):
-    old = os.environ.get(name)
-    if value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
 
 
 def step_fn(q, k, v, do, f):
@@ -144,7 +127,7 @@ def chunk_rows(L: int, M: int, q, k, v, do, graph: bool) -> None:
         ms = bench(fn)
         extra = f" ({tf / (ms / 1e3):.0f} TFLOP/s sparse)" if name == "se" else ""
         print(f"L={L} M={M} {name}: {ms:.3f} ms / {peak(fn):.3f} GiB{extra}", flush=True)
-    with env("SPANLAB_SE_MEMORY", "backend"):
+    with kernels.use("se_memory=backend"):
         ms = bench(se_step)
         print(f"L={L} M={M} se[memory via cuDNN, previous design]: {ms:.3f} ms / {peak(se_step):.3f} GiB "
               f"({tf / (ms / 1e3):.0f} TFLOP/s)", flush=True)
@@ -252,6 +235,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    for name in ("SPANLAB_SE_BACKEND", "SPANLAB_SE_SELECTION", "SPANLAB_SE_MEMORY"):
-        os.environ.pop(name, None)
+    kernels.configure(dict.fromkeys(("se_backend", "se_selection", "se_memory"), "auto"))  # measure the defaults
     main()

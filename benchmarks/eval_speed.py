@@ -39,6 +39,7 @@ import time
 import torch
 import transformers as T
 
+from spanlab import kernels
 from spanlab.bench import time_cuda
 
 PEAK = {"H100": 989e12, "H200": 989e12}
@@ -249,12 +250,8 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
         variants = args.variants if arch == "llama" else [v for v in args.variants if v in ("auto", "one-shot")] or ["auto"]
         for variant in variants:
-            os.environ.pop("SPANLAB_DECODE_ATTN", None)
-            os.environ.pop("SPANLAB_PREFILL_ATTN", None)
-            if variant == "fold-sdpa":
-                os.environ["SPANLAB_DECODE_ATTN"] = "sdpa"  # the folded masked SDPA of the previous default
-            if variant == "varlen":
-                os.environ["SPANLAB_PREFILL_ATTN"] = "varlen"
+            # fold-sdpa: the folded masked SDPA of the previous default
+            kernels.configure({"fold-sdpa": "decode_attn=sdpa", "varlen": "prefill_attn=varlen"}.get(variant))
             plain = variant in ("auto", "fold-sdpa", "one-shot", "eager-decode", "no-fused", "varlen", "prev")
             backend = HFBackend(arch, model_obj=model, tokenizer_obj=tok, device=dev, dtype="bfloat16",
                                 cache_implementation="auto" if plain else "static" if variant.endswith("static") else None,
@@ -343,8 +340,7 @@ def main() -> None:
                 torch.cuda.empty_cache()
             backend.close()  # unwraps the model for the next variant
             del backend
-        os.environ.pop("SPANLAB_DECODE_ATTN", None)
-        os.environ.pop("SPANLAB_PREFILL_ATTN", None)
+        kernels.configure(None)
         del model
         torch.cuda.empty_cache()
     print("\narch    scan          length  prefill b=1 s  tok/s     TFLOP/s  RULER s/sample")

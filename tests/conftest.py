@@ -19,3 +19,15 @@ def _cli(*args: object) -> int:
 def cli():
     """Run `spanlab ARGS` in-process; returns the exit code."""
     return _cli
+
+
+@pytest.fixture
+def kernel_choices():
+    """Force kernel choices (spanlab.kernels) for one test: `kernel_choices("se_memory=triton")`;
+    each call stacks on the previous ones, and all are undone when the test ends."""
+    import contextlib
+
+    from spanlab import kernels
+
+    with contextlib.ExitStack() as stack:
+        yield lambda spec: stack.enter_context(kernels.use(spec))

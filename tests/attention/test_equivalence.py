@@ -115,9 +115,9 @@ def test_low_precision_cpu(dtype):
 
 
 @pytest.mark.parametrize("backend", ["math", "sdpa"])
-def test_se_backends_match_reference(backend, monkeypatch):
+def test_se_backends_match_reference(backend, kernel_choices):
     # "math" is the log-sum-exp merge the CUDA kernels use; "sdpa" the bottom-right-causal tile path.
-    monkeypatch.setenv("SPANLAB_SE_BACKEND", backend)
+    kernel_choices(f"se_backend={backend}")
     q, k, v = rand_qkv(2, 4, 2, 181, 32, grad=True)
     for params in ({"chunk_size": 40, "block_size": 8, "top_k": 3}, {"chunk_size": 24, "block_size": 5, "top_k": 9}):
         out = get_attention("se", **params)(q, k, v)

@@ -52,8 +52,8 @@ def test_cuda_fast_path(variant, params, shape, dtype):
 
 @pytest.mark.parametrize("backend", ["cudnn", "flash", "sdpa"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-def test_cuda_se_backends(backend, dtype, monkeypatch):
-    monkeypatch.setenv("SPANLAB_SE_BACKEND", backend)
+def test_cuda_se_backends(backend, dtype, kernel_choices):
+    kernel_choices(f"se_backend={backend}")
     params = {"chunk_size": 256, "block_size": 32, "top_k": 3}
     for shape in [(2, 4, 2, 1000, 64), (1, 4, 4, 1024, 128)]:
         q, k, v = rand_qkv(*shape, dtype=dtype, device="cuda", grad=True)

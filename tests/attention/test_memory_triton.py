@@ -40,16 +40,16 @@ def _step(fn, q, k, v, dout):
 
 
 @pytest.mark.gpu
-def test_memory_triton_matches_cudnn_route_at_scale(monkeypatch):
+def test_memory_triton_matches_cudnn_route_at_scale(kernel_choices):
     # 16 chunks of 512 with 8 blocks each: the grid sizes and strides of a real step, against the
     # memory piece through cuDNN (gather + cuDNN + merge; the previous design) on the same blocks.
     pytest.importorskip("triton")
     q, k, v = rand_qkv(1, 4, 4, 8192, 128, dtype=torch.bfloat16, device="cuda", grad=True)
     dout = torch.randn_like(q)
     fn = get_attention("se", chunk_size=512, block_size=32, top_k=8)
-    monkeypatch.setenv("SPANLAB_SE_MEMORY", "triton")
+    kernel_choices("se_memory=triton")
     fast = _step(fn, q, k, v, dout)
-    monkeypatch.setenv("SPANLAB_SE_MEMORY", "backend")
+    kernel_choices("se_memory=backend")
     ref = _step(fn, q, k, v, dout)
     for name, a, b in zip(("out", "dq", "dk", "dv"), fast, ref):
         assert rel_err(a, b) < 1e-2, name

@@ -144,20 +144,18 @@ MEMORY_CASES = [
 
 
 def check_se_memory(device: str, dtypes, cases=MEMORY_CASES, strided: bool = True) -> None:
-    """se_attention with the Triton memory piece (SPANLAB_SE_MEMORY=triton): output and q, k, v
+    """se_attention with the Triton memory piece (kernel choice se_memory=triton): output and q, k, v
     gradients equal the float64 dense reference evaluated on the same blocks, for contiguous
     inputs and for q, k, v that are strided views of one fused QKV projection."""
-    import os as _os
-
     from attn_helpers import blocks_as_lists, reference
 
     tol = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 5e-3}
     if device == "cpu":
         tol[torch.float32] = 2e-5
     g = torch.Generator().manual_seed(3)
-    old = _os.environ.get("SPANLAB_SE_MEMORY")
-    _os.environ["SPANLAB_SE_MEMORY"] = "triton"
-    try:
+    from spanlab import kernels
+
+    with kernels.use("se_memory=triton"):
         for B, H, Hk, L, D, (M, S, k) in cases:
             for dtype in dtypes:
                 for layout in ("contiguous", "qkv-views") if strided else ("contiguous",):
@@ -181,11 +179,6 @@ def check_se_memory(device: str, dtypes, cases=MEMORY_CASES, strided: bool = Tru
                     assert _rel(out, ref) < tol[dtype], what
                     for name, gr, rg in zip("qkv", grads, ref_grads):
                         assert _rel(gr, rg) < 2 * tol[dtype], (name, *what)
-    finally:
-        if old is None:
-            _os.environ.pop("SPANLAB_SE_MEMORY", None)
-        else:
-            _os.environ["SPANLAB_SE_MEMORY"] = old
 
 
 def se_attention_fn(q, k, v, **params):

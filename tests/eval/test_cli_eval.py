@@ -69,7 +69,7 @@ def test_report_numbers_equal_recomputation_from_journal(runs, tmp_path, cli):
             cells[(r["task"], r["length"])].append(r)
         want = {k: task_score(k[0], [r["prediction"] for r in v], [r["gold"] for r in v]) for k, v in cells.items()}
         table = json.loads((tmp_path / f"tasks_{arch}.json").read_text())
-        assert table["columns"] == ["task", "512*", "1024", "Avg"]  # training length marked
+        assert table["columns"] == ["task", "512*", "1K", "Avg"]  # training length marked
         for row in table["rows"][:-1]:
             for length, got in zip(LENGTHS, row[1:3]):
                 assert got == want[(row[0], length)]

@@ -43,16 +43,17 @@ def test_matmul_and_sdpa_paths_on_cpu():
     _checks().run_all("cpu", ("matmul", "sdpa"))
 
 
-def test_path_choice(monkeypatch):
+def test_path_choice(kernel_choices):
+    from spanlab.errors import SpanlabError
     from spanlab.models import gqa_decode as G
 
-    monkeypatch.delenv(G.ENV, raising=False)
+    kernel_choices("decode_attn=auto")
     assert G.choose_path("cpu") == "sdpa"  # the kernel needs CUDA (or the interpreter)
-    monkeypatch.setenv(G.ENV, "matmul")
+    kernel_choices("decode_attn=matmul")
     assert G.choose_path("cuda") == "matmul"
-    monkeypatch.setenv(G.ENV, "flash")
-    with pytest.raises(ValueError, match=G.ENV):
-        G.choose_path("cuda")
+    assert G.choose_path("cuda", "sdpa") == "sdpa"  # an explicit request wins over the setting
+    with pytest.raises(SpanlabError, match="decode_attn='flash' is not one of auto, triton, matmul, sdpa"):
+        kernel_choices("decode_attn=flash")
 
 
 def test_split_counts_fill_the_gpu_without_tiny_splits():
@@ -65,12 +66,12 @@ def test_split_counts_fill_the_gpu_without_tiny_splits():
 
 
 @pytest.mark.parametrize("path", ["matmul", "sdpa"])
-def test_whole_model_generation_is_unchanged(path, tiny_models, monkeypatch):
+def test_whole_model_generation_is_unchanged(path, tiny_models, monkeypatch, kernel_choices):
     from spanlab.models import gqa_decode as G
     from spanlab.models.hf import HFBackend
 
     ref = HFBackend(tiny_models["llama"], device="cpu", attn_implementation="sdpa").generate(PROMPTS, 10)
-    monkeypatch.setenv("SPANLAB_DECODE_ATTN", path)
+    kernel_choices(f"decode_attn={path}")
     pads = []
     real = G.prefill_rows
     monkeypatch.setattr(G, "prefill_rows", lambda *a, **k: pads.append(a[3]) or real(*a, **k))
@@ -176,17 +177,17 @@ def test_segments_cut_each_row_into_padding_and_tokens():
     assert segments((3,), 4) == [0, 3, 4]
 
 
-def test_prefill_path_choice(monkeypatch):
+def test_prefill_path_choice(kernel_choices):
+    from spanlab.errors import SpanlabError
     from spanlab.models import gqa_decode as G
 
     q32 = torch.zeros(1, 2, 3, 16)
-    monkeypatch.delenv(G.PREFILL_ENV, raising=False)
+    kernel_choices("prefill_attn=auto")
     assert G.choose_prefill(q32) == "rows"  # the default
-    monkeypatch.setenv(G.PREFILL_ENV, "varlen")
+    kernel_choices("prefill_attn=varlen")
     assert G.choose_prefill(q32) == "rows"  # asked for, cannot run here
-    monkeypatch.setenv(G.PREFILL_ENV, "packed")
-    with pytest.raises(ValueError, match=G.PREFILL_ENV):
-        G.choose_prefill(q32)
+    with pytest.raises(SpanlabError, match="prefill_attn='packed' is not one of"):
+        kernel_choices("prefill_attn=packed")
 
 
 @pytest.mark.gpu
@@ -226,12 +227,12 @@ def test_every_path_on_cuda():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_cuda_default_is_the_kernel_and_generates_like_plain_sdpa(dtype, tiny_models, monkeypatch):
+def test_cuda_default_is_the_kernel_and_generates_like_plain_sdpa(dtype, tiny_models, monkeypatch, kernel_choices):
     pytest.importorskip("triton")
     from spanlab.models import gqa_decode as G
     from spanlab.models.hf import HFBackend
 
-    monkeypatch.delenv(G.ENV, raising=False)
+    kernel_choices("decode_attn=auto")
     assert G.choose_path("cuda") == "triton"
     calls = []
     real = G.triton_decode

@@ -72,6 +72,7 @@ def test_close_gives_the_model_its_forward_back(tiny_models):
 
 
 def test_decode_graphs_choice_and_errors(tiny_models, monkeypatch):
+    from spanlab import kernels
     from spanlab.errors import SpanlabError
     from spanlab.models import decode_graph
 
@@ -85,11 +86,11 @@ def test_decode_graphs_choice_and_errors(tiny_models, monkeypatch):
         _backend(tiny_models["mamba2"], device="cpu", cache_implementation="static", decode_graphs="eager")
     with pytest.raises(SpanlabError, match="decode_graphs"):
         _backend(tiny_models["llama"], device="cpu", decode_graphs="yes")
-    monkeypatch.setenv(decode_graph.ENV, "0")
-    assert not decode_graph.enabled_by_env()
-    monkeypatch.setenv(decode_graph.ENV, "maybe")
-    with pytest.raises(ValueError, match=decode_graph.ENV):
-        decode_graph.enabled_by_env()
+    assert decode_graph.enabled()
+    with kernels.use("decode_graphs=off"):
+        assert not decode_graph.enabled()
+    with pytest.raises(SpanlabError, match="SPANLAB_DECODE_GRAPHS: decode_graphs='maybe' is not one of auto, off"):
+        kernels.from_env({"SPANLAB_DECODE_GRAPHS": "maybe"})
 
 
 @pytest.mark.gpu

@@ -45,16 +45,19 @@ def test_install_patches_llama_code_only_and_cpu_runs_the_original(build_tiny):
     assert fused.install(build_tiny("mamba2")) == []
 
 
-def test_env_switch(monkeypatch):
+def test_kernel_choice_switch(kernel_choices):
+    from spanlab import kernels
+    from spanlab.errors import SpanlabError
     from spanlab.models import fused
 
-    monkeypatch.setenv(fused.ENV, "0")
-    assert not fused.enabled_by_env()
-    monkeypatch.setenv(fused.ENV, "auto")
-    assert fused.enabled_by_env()
-    monkeypatch.setenv(fused.ENV, "sometimes")
-    with pytest.raises(ValueError, match=fused.ENV):
-        fused.enabled_by_env()
+    kernel_choices("fused=off")
+    assert not fused.enabled()
+    kernel_choices("fused=auto")
+    assert fused.enabled()
+    with pytest.raises(SpanlabError, match="fused='sometimes' is not one of auto, off"):
+        kernel_choices("fused=sometimes")
+    with pytest.warns(FutureWarning, match="SPANLAB_KERNELS=fused=off"):  # the old switch, one more release
+        assert kernels.from_env({"SPANLAB_FUSED": "0"}).fused == "off"
 
 
 @pytest.mark.gpu

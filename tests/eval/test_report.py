@@ -46,7 +46,7 @@ def test_depth_format_tables_heatmaps_and_effective_length(tmp_path, cli):
     assert grid["rows"] == [[f, 0.0, 0.0, 100.0, 33.33] for f in FORMATS]
 
     tasks_a = json.loads((out / "tasks_A.json").read_text())
-    assert tasks_a["columns"] == ["task", "1024", "2048*", "4096", "Avg"]
+    assert tasks_a["columns"] == ["task", "1K", "2K*", "4K", "Avg"]  # lengths as spanlab.units.format_length writes them
     assert tasks_a["rows"][-1] == ["Average", 100.0, 100.0, 33.33, 77.78]
 
     eff = {r[0]: r[3] for r in json.loads((out / "effective_length.json").read_text())["rows"]}

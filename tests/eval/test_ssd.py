@@ -230,7 +230,7 @@ def test_no_tensor_larger_than_the_decay_matrix():
     assert ours >= bound // 2
 
 
-def test_hf_backend_installs_the_scan_for_mamba2_family_and_the_env_var_turns_it_off(tiny_models, monkeypatch):
+def test_hf_backend_installs_the_scan_for_mamba2_family_and_the_kernel_choice_turns_it_off(tiny_models, kernel_choices):
     from spanlab.models.hf import HFBackend
 
     ssd.uninstall()
@@ -239,7 +239,7 @@ def test_hf_backend_installs_the_scan_for_mamba2_family_and_the_env_var_turns_it
     on = HFBackend(tiny_models["mamba2"], device="cpu")
     assert on.describe()["ssd_scan"] == "spanlab" and ssd.installed()
     text_on = on.generate(["Hello there, general"], 8)
-    monkeypatch.setenv(ssd.ENV, "0")
+    kernel_choices("ssd=off")
     off = HFBackend(tiny_models["mamba2"], device="cpu")
     assert off.describe()["ssd_scan"] == "transformers" and not ssd.installed()
     assert off.generate(["Hello there, general"], 8) == text_on

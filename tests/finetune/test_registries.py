@@ -278,3 +278,52 @@ def test_toy_arch_profile_drives_patching_peft_and_the_backend(toy_arch, toy_var
     backend = HFBackend("toy", model_obj=model, tokenizer_obj=tokenizer, device="cpu", dtype="float32")
     assert backend.arch.name == "toy" and backend.padding == "none"  # left_padding=False in its profile
     assert backend.cache_implementation is None and backend.ssd_scan is None
+
+
+def _toy_zoo_config(d: int, layers: int, vocab_size: int, **kw):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=d, intermediate_size=2 * d, num_hidden_layers=layers,
+                       num_attention_heads=4, num_key_value_heads=2, **kw)
+
+
+def test_toy_arch_profile_drives_the_zoo_fused_kernels_and_conversion(toy_arch):
+    """The profile fields that replaced the zoo's size table, fused.py's module search and the
+    mamba_ssm conversion's if-chain are read from the registry."""
+    import dataclasses
+
+    from spanlab.models import fused
+    from spanlab.models.arch.base import CheckpointLayout, ZooShape
+    from spanlab.models.arch.mamba2attn import MAMBA2ATTN
+    from spanlab.models.mamba_ssm import conversion_targets, default_target
+    from spanlab.zoo import zoo_config
+
+    unregister_arch("toy")
+    register_arch(dataclasses.replace(toy_arch, zoo="toyzoo", zoo_aliases=("toy-zoo",), zoo_builder=_toy_zoo_config,
+                                      zoo_shapes={"tiny": ZooShape(3, {"intermediate_size": 100})}))
+    cfg = zoo_config("toy-zoo", "tiny", vocab_size=64)
+    assert (cfg.num_hidden_layers, cfg.intermediate_size, cfg.hidden_size) == (3, 100, 192)  # width of the size
+    assert cfg.spanlab_arch == "toyzoo"
+    with pytest.raises(SpanlabError, match="architecture 'toyzoo' has no 'small' shape.*choose one of tiny"):
+        zoo_config("toyzoo", "small", vocab_size=64)
+
+    # Llama-formula modules: fused when the profile allows the search, left alone when it does not.
+    # (Its classes live in this test module, which has no rotary function to replace.)
+    model = tiny_toy_model()
+    assert fused.install(model) == ["rms_norm", "silu_mul"]
+    fused.uninstall(model)
+    unregister_arch("toy")
+    register_arch(dataclasses.replace(toy_arch, fused_kernels=False))
+    assert fused.install(tiny_toy_model()) == []
+
+    own = CheckpointLayout(layers=4, attention_layers=1, mlp=True, full_rotary=False, own_attention=True)
+    assert default_target(own) == "mamba2attn"
+    assert default_target(dataclasses.replace(own, own_attention=False)) == "bamba"
+    assert default_target(CheckpointLayout(4, 0, False, False, False)) == "mamba2"
+    assert default_target(CheckpointLayout(4, 4, True, True, False)) == "llama"
+    register_arch(dataclasses.replace(MAMBA2ATTN, conversion_target="toy-target"), replace=True)
+    try:
+        assert default_target(own) == "toy-target" and "toy-target" in conversion_targets()
+    finally:
+        register_arch(MAMBA2ATTN, replace=True)
+    assert set(conversion_targets()) == {"llama", "mamba2", "bamba", "mamba2attn"}

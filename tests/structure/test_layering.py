@@ -30,6 +30,9 @@ FORBIDDEN: dict[str, set[str]] = {
     "pretrain": {"finetune"} | RECIPES,
     "report": {"attention", "finetune", "pretrain", "train"} | RECIPES,
     **{pkg: set(RECIPES) for pkg in ("bench", "train", "zoo", "errors")},
+    # The kernel choices sit under attention and models alike: they import nothing of spanlab but errors.
+    "kernels": {"tasks", "scoring", "models", "eval", "report", "attention", "mixture", "train", "zoo", "pretrain",
+                "finetune", "harness", "bench", "units"} | RECIPES,
     "study": {"cli"},
 }
 TORCH_FREE = ("tasks", "scoring")

@@ -10,14 +10,18 @@ configuration is appended (and flushed) to the CSV, and a rerun skips the rows a
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
-from collections.abc import Callable, Iterable
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 
+from spanlab import kernels as kernel_settings
 from spanlab.attention.registry import VARIANTS, get_attention
 from spanlab.bench import peak_memory_gib, time_cuda
 from spanlab.errors import SpanlabError
@@ -173,7 +177,20 @@ def run_profile(
     seed: int = 0,
     csv_path: Path | None = None,
     on_row: Callable[[ProfileRow], None] | None = None,
+    kernels: str | Mapping[str, str] | None = None,
 ) -> list[ProfileRow]:
+    """One row per (length, variant, chunk size) not yet in `csv_path`, timed under the kernel
+    choices `kernels` (spanlab.kernels, over the environment's); with a `csv_path`, each call's
+    command, device and kernel choices are appended to the `manifest.json` beside it."""
+    with kernel_settings.use(kernels) as chosen:
+        return _run_profile(variants, lengths, heads, kv_heads, head_dim, batch, dtype, mode, chunk_sizes, window,
+                            group_size, block_size, top_k, warmup, repeats, device, seed, csv_path, on_row, chosen,
+                            chunk_mode)
+
+
+def _run_profile(variants, lengths, heads, kv_heads, head_dim, batch, dtype, mode, chunk_sizes, window,
+                 group_size, block_size, top_k, warmup, repeats, device, seed, csv_path, on_row,
+                 chosen: kernel_settings.KernelSettings, chunk_mode: str = "each") -> list[ProfileRow]:
     if dtype not in DTYPES:
         raise SpanlabError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     if mode not in ("op", "layer"):
@@ -190,6 +207,8 @@ def run_profile(
     cuda = device.startswith("cuda")
     dev_name = torch.cuda.get_device_name(device) if cuda else "cpu"
     configs = configurations(variants, chunk_sizes, chunk_mode)
+    if csv_path is not None:
+        _record_run(Path(csv_path).with_name("manifest.json"), dev_name, chosen)
     done = {r.key() for r in read_rows(csv_path)} if csv_path else set()
     rows: list[ProfileRow] = []
     for L in lengths:
@@ -241,6 +260,18 @@ def _alternating(steps: list[Callable[[], None]]) -> Callable[[], None]:
             s()
 
     return step
+
+
+def _record_run(path: Path, device: str, chosen: kernel_settings.KernelSettings) -> None:
+    # A list of runs: a resumed profile may add rows under other kernel choices.
+    try:
+        runs = json.loads(path.read_text(encoding="utf-8")).get("runs", []) if path.exists() else []
+    except (json.JSONDecodeError, AttributeError):
+        runs = []
+    runs.append({"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": sys.argv,
+                 "device": device, "kernels": chosen.model_dump()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"runs": runs}, indent=2), encoding="utf-8")
 
 
 def _append(path: Path, row: ProfileRow) -> None:

@@ -14,7 +14,7 @@ The memory piece, by default on CUDA (`memory_impl`): Triton kernels (`se_memory
 that read the retrieved rows of k and v by block index, merge into the causal piece's output in
 place, and in the backward add their dQ share into the causal piece's dQ and their dK, dV into
 dK, dV at the blocks' rows. Per step that is the causal cuDNN call each way, two selection kernels,
-one memory kernel forward and two backward. The alternative (`SPANLAB_SE_MEMORY=backend`, also the
+one memory kernel forward and two backward. The alternative (kernel choice `se_memory=backend`, also the
 CPU path) gathers the rows into (B·H, nc − i0, k·S, D), runs the causal piece's own kernel on them
 (cuDNN / FlashAttention / plain PyTorch), merges with a Triton kernel (`se_triton.py`) and runs the
 memory backward in two slices of the batch·heads axis so that its dQ never sits next to the causal
@@ -35,13 +35,13 @@ the retrieved rows' dK/dV are added with atomics, so those sums are not bit-repr
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
+from spanlab import kernels
 from spanlab.attention import lse_kernels, se_memory_triton, se_triton
 from spanlab.attention._checks import check_qkv
 from spanlab.attention.grouped import grouped_causal
@@ -154,12 +154,11 @@ BACKENDS = ("cudnn", "flash", "math", "sdpa")
 
 
 def default_backends(q: torch.Tensor) -> tuple[str, ...]:
-    """Kernel preference: SPANLAB_SE_BACKEND overrides; CUDA half precision tries cuDNN then
-    FlashAttention (both need fp16/bf16); CUDA float32 takes the SDPA tile path; CPU the math merge."""
-    forced = os.environ.get("SPANLAB_SE_BACKEND")
-    if forced:
-        if forced not in BACKENDS:
-            raise SpanlabError(f"SPANLAB_SE_BACKEND={forced!r} is not one of {', '.join(BACKENDS)}")
+    """Kernel preference: the `se_backend` kernel choice (spanlab.kernels) overrides; CUDA half
+    precision tries cuDNN then FlashAttention (both need fp16/bf16); CUDA float32 takes the SDPA
+    tile path; CPU the math merge."""
+    forced = kernels.current().se_backend
+    if forced != "auto":
         return (forced,)
     if q.device.type != "cuda":
         return ("math",)
@@ -281,15 +280,13 @@ def _strided_or_copied(backend, fn, *xs):
 def memory_impl(q: torch.Tensor, backend: str) -> str:
     """How the memory piece runs: "triton" (`se_memory_triton`: blocks read by index, merge and
     gradient adds fused) or "backend" (gather + the causal piece's attention kernel + merge).
-    SPANLAB_SE_MEMORY forces one. Default: Triton with the CUDA causal kernels (cuDNN, flash)
+    The `se_memory` kernel choice (spanlab.kernels) forces one. Default: Triton with the CUDA causal kernels (cuDNN, flash)
     wherever its kernels run (Triton installed, head_dim <= 128); the CPU `math` backend keeps the
     plain-PyTorch memory piece (the Triton kernels run there only in the interpreter, for tests)."""
-    forced = os.environ.get("SPANLAB_SE_MEMORY")
-    if forced:
-        if forced not in MEMORY_IMPLS:
-            raise SpanlabError(f"SPANLAB_SE_MEMORY={forced!r} is not one of {', '.join(MEMORY_IMPLS)}")
+    forced = kernels.current().se_memory
+    if forced != "auto":
         if forced == "triton" and not se_memory_triton.supports(q):
-            raise SpanlabError("SPANLAB_SE_MEMORY=triton needs Triton and CUDA tensors (or TRITON_INTERPRET=1), "
+            raise SpanlabError("kernels se_memory=triton needs Triton and CUDA tensors (or TRITON_INTERPRET=1), "
                                f"float16/bfloat16/float32, head_dim <= {se_memory_triton.MAX_HEAD_DIM}")
         return forced
     return "triton" if backend in ("cudnn", "flash") and se_memory_triton.supports(q) else "backend"

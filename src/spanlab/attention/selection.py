@@ -10,7 +10,7 @@ Two implementations: on CUDA, two Triton kernels (`selection_triton`): one fused
 for the block statistics (summaries + block query sums), one for relevance and the top-k on the
 small (B, H, n_chunks, n_blocks) problem; elsewhere, or without Triton, or for float64, batched
 torch products (`block_summaries`) and a stable sort (`top_blocks`). Timings in docs/benchmarks.md.
-`SPANLAB_SE_SELECTION=torch|triton` forces one. Random selection always ranks in torch, and so
+The kernel choice `se_selection=torch|triton` (spanlab.kernels) forces one. Random selection always ranks in torch, and so
 does the landmark-token summary (the Triton kernel computes the mean-query one, "meanq").
 
 Summaries (`block_summaries`), per selection:
@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from spanlab import kernels
 from spanlab.errors import SpanlabError
 
 SELECTIONS = ("relevance", "random", "none", "landmark", "meanq")
@@ -195,16 +195,17 @@ def _kernel_kind(kind: str) -> str:
 
 
 def _stats_impl(q: torch.Tensor, impl: str | None) -> str:
-    """Which block-statistics implementation runs: `impl`, else SPANLAB_SE_SELECTION, else Triton
+    """Which block-statistics implementation runs: `impl`, else the `se_selection` kernel choice, else Triton
     on CUDA for 16/32-bit floats when Triton is installed, else torch."""
     from spanlab.attention import selection_triton
 
-    impl = impl or os.environ.get("SPANLAB_SE_SELECTION") or None
+    if impl is None and kernels.current().se_selection != "auto":
+        impl = kernels.current().se_selection
     if impl is not None:
         if impl not in SELECTION_IMPLS:
             raise SpanlabError(f"SE-Attn selection implementation must be one of {', '.join(SELECTION_IMPLS)}; got {impl!r}")
         if impl == "triton" and not selection_triton.available():
-            raise SpanlabError("SPANLAB_SE_SELECTION=triton needs the `triton` package")
+            raise SpanlabError("kernels se_selection=triton needs the `triton` package")
         return impl
     fast = q.is_cuda and q.dtype in selection_triton.SUPPORTED_DTYPES and selection_triton.available()
     return "triton" if fast else "torch"

@@ -36,6 +36,15 @@ def check_out_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     return p
 
 
+def kernels_help() -> str:
+    """The help of every command's `--kernels` option, listing each choice's values."""
+    from spanlab.kernels import NAMES, choices
+
+    listed = "; ".join(f"{n}={'|'.join(choices(n))}" for n in NAMES)
+    return (f"Kernel choices for this run, KEY=VALUE,... over SPANLAB_KERNELS (same results, other speed; "
+            f"recorded with the run; docs/eval.md): {listed}. Default: auto everywhere.")
+
+
 def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typer
 
+from spanlab.cli._common import kernels_help
 from spanlab.cli.app import app
 from spanlab.errors import SpanlabError
 from spanlab.eval.config import EvalConfig
@@ -48,6 +49,7 @@ def eval_cmd(
     timeout: float = typer.Option(_D["timeout"], help="Seconds per HTTP request."),
     retries: int = typer.Option(_D["retries"], help="Retries per HTTP request."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    kernels: str | None = typer.Option(None, help=kernels_help()),
 ) -> None:
     """Evaluate a model on RULER-style tasks; results go to OUT/results.jsonl and OUT/manifest.json."""
     from spanlab.cli._common import check_out_dir, quiet_transformers, validated
@@ -70,6 +72,7 @@ def eval_cmd(
         max_batch_tokens=max_batch_tokens, stop=[s.encode().decode("unicode_escape") for s in (stop or [])],
         max_new_tokens=max_new_tokens, allow_extrapolation=allow_extrapolation, train_length=train_length,
         base_url=base_url, api_key=api_key, concurrency=concurrency, timeout=timeout, retries=retries, progress=progress,
+        kernels=kernels or {},
     ))
     check_out_dir(out)
     checked = check_config(cfg)  # tasks, template, sample files: all before the model loads

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from spanlab.attention.registry import VARIANTS
+from spanlab.cli._common import kernels_help
 from spanlab.cli.app import app
 from spanlab.errors import SpanlabError
 
@@ -66,6 +67,7 @@ def finetune(
     seed: int | None = typer.Option(None, help="Seed for data order and init [0]."),
     merge: bool | None = typer.Option(None, "--merge/--no-merge", help="Save the merged HF model [merge]."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress"),
+    kernels: str | None = typer.Option(None, help=kernels_help()),
 ) -> None:
     """Fine-tune a model for longer context; resumes from OUT's last checkpoint if there is one."""
     from spanlab.cli._common import check_out_dir, validated
@@ -82,7 +84,7 @@ def finetune(
         "schedule": schedule, "mixed_precision": mixed_precision, "weights_dtype": weights_dtype,
         "gradient_checkpointing": gradient_checkpointing, "loss_chunk": loss_chunk,
         "offload_activations": offload_activations, "save_every": save_every, "seed": seed, "merge": merge,
-        "progress": progress,
+        "progress": progress, "kernels": kernels,
     }
     if config is not None:
         cfg = FinetuneConfig.from_yaml(config, **flags)

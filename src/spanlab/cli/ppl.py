@@ -1,4 +1,9 @@
-"""`spanlab ppl`: perplexity on non-overlapping windows of several lengths (the PG-19 protocol)."""
+"""`spanlab ppl`: perplexity on non-overlapping windows of several lengths (the PG-19 protocol).
+
+The flags are the fields of `spanlab.finetune.config.PplConfig` (also the YAML form of
+`--config ppl.yaml`; flags given override the file): its defaults and limits are the only ones, a
+bad value is a one-line error naming the flag (or the file's key), checked before any model loads.
+"""
 
 from __future__ import annotations
 
@@ -7,31 +12,82 @@ from pathlib import Path
 import typer
 
 from spanlab.attention.registry import VARIANTS
+from spanlab.cli._common import kernels_help
 from spanlab.cli.app import app
 from spanlab.errors import SpanlabError
 
 
 @app.command("ppl")
 def ppl(
-    model: str = typer.Option(..., help="Local HF model folder (e.g. OUT/merged of spanlab finetune)."),
-    data: list[str] = typer.Option(..., help="Evaluation text: txt / jsonl / parquet file or folder (repeatable)."),
-    lengths: str = typer.Option("2048,8192,16384,32768", help="Comma-separated window lengths, e.g. 2k,8k (k = 1024)."),
-    attention: str = typer.Option("full", help=f"{VARIANTS.help(patchable=True)}."),
+    model: str | None = typer.Option(None, help="Local HF model folder (e.g. OUT/merged of spanlab finetune)."),
+    data: list[str] | None = typer.Option(None, help="Evaluation text: txt / jsonl / parquet file or folder (repeatable)."),
+    config: Path | None = typer.Option(None, help="YAML file with these settings; flags given here override it."),
+    lengths: str | None = typer.Option(None, help="Comma-separated window lengths, e.g. 2k,8k (k = 1024) "
+                                       "[2048,8192,16384,32768]."),
+    attention: str | None = typer.Option(None, help=f"{VARIANTS.help(patchable=True)} [full]."),
     window: str | None = typer.Option(None, help="SW window, e.g. 2048 or 2k."),
     group_size: str | None = typer.Option(None, help="S² group size, e.g. 2k."),
     chunk_size: str | None = typer.Option(None, help="SE chunk size, e.g. 2k."),
-    block_size: int = typer.Option(32, help="SE memory block size."),
-    top_k: int = typer.Option(8, help="SE retrieved blocks per chunk."),
-    batch_size: int = typer.Option(1, help="Windows per forward pass."),
+    block_size: int | None = typer.Option(None, help="SE memory block size [32]."),
+    top_k: int | None = typer.Option(None, help="SE retrieved blocks per chunk [8]."),
+    batch_size: int | None = typer.Option(None, help="Windows per forward pass [1]."),
     max_windows: int | None = typer.Option(None, help="At most this many windows per length."),
-    dtype: str = typer.Option("bf16", help="bf16 | fp16 | fp32 (weights and activations)."),
-    device: str = typer.Option("auto", help="auto | cuda | cuda:N | cpu."),
-    text_field: str = typer.Option("text", help="Text field of jsonl / parquet rows."),
+    dtype: str | None = typer.Option(None, help="bf16 | fp16 | fp32 (weights and activations) [bf16]."),
+    device: str | None = typer.Option(None, help="auto | cuda | cuda:N | cpu [auto]."),
+    text_field: str | None = typer.Option(None, help="Text field of jsonl / parquet rows [text]."),
     cache_dir: Path | None = typer.Option(None, help="Token cache folder."),
     out: Path | None = typer.Option(None, help="Append results as JSONL here (lengths already there are skipped)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool | None = typer.Option(None, "--progress/--no-progress"),
+    kernels: str | None = typer.Option(None, help=kernels_help()),
 ) -> None:
     """Print (and optionally journal) perplexity per window length."""
+    from spanlab.cli._common import check_out_dir, validated
+    from spanlab.finetune.config import PplConfig
+
+    flags = {"model": model, "data": data or None, "lengths": lengths, "attention": attention, "window": window,
+             "group_size": group_size, "chunk_size": chunk_size, "block_size": block_size, "top_k": top_k,
+             "batch_size": batch_size, "max_windows": max_windows, "dtype": dtype, "device": device,
+             "text_field": text_field, "cache_dir": cache_dir, "out": out, "progress": progress, "kernels": kernels}
+    if config is not None:
+        cfg = PplConfig.from_yaml(config, **flags)
+    else:
+        missing = [f"--{k}" for k in ("model", "data") if flags[k] is None]
+        if missing:
+            raise SpanlabError(f"missing {', '.join(missing)}; give them or a --config YAML file")
+        cfg = validated(PplConfig, {k: v for k, v in flags.items() if v is not None})
+    if cfg.out is not None:
+        if cfg.out.is_dir():
+            raise SpanlabError(f"--out {cfg.out} is a folder; ppl appends JSONL lines to a file, e.g. --out {cfg.out}/ppl.jsonl")
+        check_out_dir(cfg.out.parent, "--out")
+
+    import torch
+
+    device = cfg.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SpanlabError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
+
+    from spanlab import kernels as kernel_settings
+    from spanlab.cli._common import quiet_transformers
+
+    with kernel_settings.use(cfg.kernels) as chosen, quiet_transformers():
+        rows = _run(cfg, device, chosen.model_dump())
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from spanlab.units import format_length
+
+    table = Table(title=f"perplexity ({cfg.attention} attention)")
+    for col in ("length", "windows", "tokens", "ppl"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(format_length(r["length"]), str(r["windows"]), f"{r['tokens']:,}", f"{r['ppl']:.4f}")
+    Console().print(table)
+
+
+def _run(cfg, device: str, kernel_choices: dict[str, str]) -> list[dict]:
     import numpy as np
     import torch
 
@@ -39,67 +95,21 @@ def ppl(
     from spanlab.finetune.patching import patch_attention
     from spanlab.finetune.perplexity import perplexity
     from spanlab.finetune.recipe import load_base_model, load_tokenizer
-    from spanlab.units import parse_length, parse_lengths
 
-    lens = parse_lengths(lengths)
-    if not lens or any(n < 2 for n in lens):
-        raise SpanlabError(f"--lengths needs lengths of at least 2 tokens, e.g. 2048,8192 or 2k,8k; got {lengths!r}")
-    sizes: dict[str, int | None] = {}
-    for flag, val in (("--window", window), ("--group-size", group_size), ("--chunk-size", chunk_size)):
-        try:
-            sizes[flag] = None if val is None else parse_length(val)
-        except SpanlabError as e:
-            raise SpanlabError(f"{flag}: {e}") from None
-    window, group_size, chunk_size = sizes["--window"], sizes["--group-size"], sizes["--chunk-size"]
-    for flag, n in (("--block-size", block_size), ("--top-k", top_k), ("--batch-size", batch_size)):
-        if n < 1:
-            raise SpanlabError(f"{flag} must be at least 1; got {n}")
-    if max_windows is not None and max_windows < 1:
-        raise SpanlabError(f"--max-windows must be at least 1; got {max_windows}")
-    if out is not None:
-        if out.is_dir():
-            raise SpanlabError(f"--out {out} is a folder; ppl appends JSONL lines to a file, e.g. --out {out}/ppl.jsonl")
-        from spanlab.cli._common import check_out_dir
-
-        check_out_dir(out.parent, "--out")
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-    if dtype not in dtypes:
-        raise SpanlabError(f"--dtype must be one of bf16, fp16, fp32; got {dtype!r}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SpanlabError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
-
-    spec = VARIANTS.get_spec(attention, patchable=True)
-    flags = {"window": window, "group_size": group_size, "chunk_size": chunk_size, "block_size": block_size,
-             "top_k": top_k}
-    params: dict = {k: flags[k] for k in spec.param_names if k in flags}
-    missing = [p.name for p in spec.params if p.required and params.get(p.name) is None]
-    if missing:
-        raise SpanlabError(f"--attention {attention} needs --{missing[0].replace('_', '-')}")
+    params = cfg.attention_params()
     try:
-        tokenizer = load_tokenizer(model)
-        streams = [build_token_cache(src, tokenizer, cache_dir, text_field=text_field, progress=progress).tokens
-                   for src in data]
+        tokenizer = load_tokenizer(cfg.model)
+        streams = [build_token_cache(src, tokenizer, cfg.cache_dir, text_field=cfg.text_field,
+                                     progress=cfg.progress).tokens for src in cfg.data]
         tokens = streams[0] if len(streams) == 1 else np.concatenate([np.asarray(s) for s in streams])
-        net = load_base_model(model, dtype=dtypes[dtype]).to(device)
+        net = load_base_model(cfg.model, dtype=dtypes[cfg.dtype]).to(device)
     except OSError as e:  # a model folder missing a file transformers needs: the user's to fix
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SpanlabError(f"cannot load model {model!r}: {first}") from None
-    patch_attention(net, attention, **params)
-    meta = {"model": model, "data": [str(d) for d in data], "attention": attention, **{k: v for k, v in params.items()}}
-    from spanlab.cli._common import quiet_transformers
-
-    with quiet_transformers():
-        rows = perplexity(net, tokens, lens, batch_size=batch_size, max_windows=max_windows, journal=out,
-                          progress=progress, meta=meta)
-
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"perplexity ({attention} attention)")
-    for col in ("length", "windows", "tokens", "ppl"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(str(r["length"]), str(r["windows"]), f"{r['tokens']:,}", f"{r['ppl']:.4f}")
-    Console().print(table)
+        raise SpanlabError(f"cannot load model {cfg.model!r}: {first}") from None
+    patch_attention(net, cfg.attention, **params)
+    # Every journal line says what produced it, the kernel choices included.
+    meta = {"model": cfg.model, "data": [str(d) for d in cfg.data], "attention": cfg.attention, **params,
+            "kernels": kernel_choices}
+    return perplexity(net, tokens, cfg.lengths, batch_size=cfg.batch_size, max_windows=cfg.max_windows,
+                      journal=cfg.out, progress=cfg.progress, meta=meta)

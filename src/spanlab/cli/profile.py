@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from spanlab.attention.registry import VARIANTS
+from spanlab.cli._common import kernels_help
 from spanlab.cli.app import app
 from spanlab.errors import SpanlabError
 
@@ -47,6 +48,7 @@ def profile(
     out: Path = typer.Option(Path("profile"), help="Output folder for profile.csv and the plots."),
     plots: bool = typer.Option(True, help="Write the runtime / memory PNG plots."),
     resume: bool = typer.Option(True, help="Skip configurations already in OUT/profile.csv."),
+    kernels: str | None = typer.Option(None, help=kernels_help()),
 ) -> None:
     """Measure fwd+bwd time (median, CUDA events) and peak memory per variant and length."""
     from rich.console import Console
@@ -56,7 +58,7 @@ def profile(
     from spanlab.cli._common import check_out_dir, validated
     from spanlab.report.profile_plots import plot_profile_rows
     from spanlab.study.config import ProfileSpec
-    from spanlab.units import parse_length
+    from spanlab.units import format_length, parse_length
 
     try:
         window_len = parse_length(window)
@@ -64,10 +66,11 @@ def profile(
         raise SpanlabError(f"--window: {e}") from None
     length_list, chunk_list = _ints("--lengths", lengths), _ints("--chunk-sizes", chunk_sizes)
     # The limits of these flags are those of a study's `profile:` block (one model, two front ends).
-    validated(ProfileSpec, dict(
+    spec = validated(ProfileSpec, dict(
         variants=[v.strip() for v in variants.split(",") if v.strip()], lengths=length_list, chunk_sizes=chunk_list,
         window=window_len, group_size=group_size, block_size=block_size, top_k=top_k, heads=heads,
         kv_heads=kv_heads, head_dim=head_dim, batch=batch, dtype=dtype, mode=mode, warmup=warmup, repeats=repeats,
+        kernels=kernels or {},
     ))
     check_out_dir(out)
     console = Console(stderr=True)
@@ -77,7 +80,7 @@ def profile(
         csv_path.unlink()
 
     def show(r) -> None:
-        console.print(f"{r.label:>18} L={r.length:>6}  {r.ms:9.3f} ms  {_mem(r.peak_mem_gib):>7} GiB  {r.tflops:7.1f} TFLOP/s  {r.status}")
+        console.print(f"{r.label:>18} L={format_length(r.length):>6}  {r.ms:9.3f} ms  {_mem(r.peak_mem_gib):>7} GiB  {r.tflops:7.1f} TFLOP/s  {r.status}")
 
     run_profile(
         variants=[v.strip() for v in variants.split(",") if v.strip()],
@@ -85,14 +88,14 @@ def profile(
         heads=heads, kv_heads=kv_heads or None, head_dim=head_dim, batch=batch, dtype=dtype, mode=mode,
         chunk_sizes=chunk_list, window=window_len, group_size=group_size,
         block_size=block_size, top_k=top_k, warmup=warmup, repeats=repeats, device=device, seed=seed,
-        csv_path=csv_path, on_row=show,
+        csv_path=csv_path, on_row=show, kernels=spec.kernels,
     )
     rows = read_rows(csv_path)
     table = Table(title=f"attention fwd+bwd ({mode}), {rows[0].device if rows else ''}")
     for col in ("variant", "L", "ms", "peak GiB", "TFLOP/s", "status"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(r.label, str(r.length), f"{r.ms:.3f}", _mem(r.peak_mem_gib), f"{r.tflops:.1f}", r.status)
+        table.add_row(r.label, format_length(r.length), f"{r.ms:.3f}", _mem(r.peak_mem_gib), f"{r.tflops:.1f}", r.status)
     Console().print(table)
     if rows and all(math.isnan(r.peak_mem_gib) for r in rows):
         console.print("note: peak memory is measured on CUDA only (the CPU allocator keeps no peak); "

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from spanlab.cli._common import kernels_help
 from spanlab.cli.app import app
 
 
@@ -21,16 +22,19 @@ def study_cmd(
     only: str | None = typer.Option(None, help="comma-separated step kinds or ids to run, e.g. train,eval"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the steps and whether they are done, run nothing"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    kernels: str | None = typer.Option(None, help=kernels_help() + " Over the config's `kernels:`."),
 ) -> None:
     """Run a controlled study; re-running skips finished steps, so a killed study resumes."""
     from rich.console import Console
 
+    from spanlab import kernels as kernel_settings
     from spanlab.cli._common import check_out_dir
     from spanlab.errors import SpanlabError
     from spanlab.study import Study, load_study
 
     console = Console(emoji=False, markup=False)
     cfg = load_study(config, device=device)
+    forced = kernel_settings.parse(kernels)  # checked now, before any step runs
     check_out_dir(out if out is not None else cfg.out_dir())
     study = Study(cfg, out=out, progress=progress, log=lambda m: console.print(m, markup=False))
     selected = [x.strip() for x in only.split(",") if x.strip()] if only else None
@@ -49,7 +53,7 @@ def study_cmd(
         return
     from spanlab.cli._common import quiet_transformers
 
-    with quiet_transformers():
+    with quiet_transformers(), kernel_settings.use(cfg.kernels, "kernels"), kernel_settings.use(forced):
         res = study.run(only=selected)
     report = Path(res["report"])
     if not (report / "index.html").exists():  # --only without the report step, before any report

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from spanlab.kernels import KernelChoices
 from spanlab.models.prefill import DEFAULT_PREFILL_CHUNK
 from spanlab.units import parse_depth, parse_length
 
@@ -50,6 +51,7 @@ class EvalConfig(BaseModel):
     timeout: float = Field(600.0, gt=0)
     retries: int = Field(3, ge=0)
     progress: bool = True
+    kernels: KernelChoices = Field(default_factory=dict)  # forced kernel choices (spanlab.kernels), recorded in the manifest
 
     @field_validator("backend")
     @classmethod

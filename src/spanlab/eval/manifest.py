@@ -99,5 +99,6 @@ def merge_manifest(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str,
     merged = dict(old)
     merged["tasks"] = {**old.get("tasks", {}), **new["tasks"]}
     merged["lengths"] = sorted(set(old.get("lengths", [])) | set(new["lengths"]))
-    merged.setdefault("resumed", []).append({"created": new["created"], "command": new["command"], "git_sha": new["git_sha"]})
+    merged.setdefault("resumed", []).append({"created": new["created"], "command": new["command"], "git_sha": new["git_sha"],
+                                             "kernels": new.get("kernels")})
     return merged

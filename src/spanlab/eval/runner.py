@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from spanlab import kernels
 from spanlab.errors import SpanlabError
 from spanlab.eval.batching import plan_batches
 from spanlab.eval.config import EvalConfig
@@ -133,7 +134,14 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, *, samples: list[S
              checked: list[Sample] | list[Spec] | None = None) -> list[dict[str, Any]]:
     """Evaluate, journaling each finished sample; returns this run's records (all ranks, all time).
 
-    `checked`: what `check_config(cfg)` returned, when the caller ran it already."""
+    `checked`: what `check_config(cfg)` returned, when the caller ran it already. The config's
+    kernel choices (`cfg.kernels`, spanlab.kernels) hold for the whole run, the model load too."""
+    with kernels.use(cfg.kernels):
+        return _run_eval(cfg, backend, samples=samples, checked=checked)
+
+
+def _run_eval(cfg: EvalConfig, backend: Backend | None, *, samples: list[Sample] | None,
+              checked: list[Sample] | list[Spec] | None) -> list[dict[str, Any]]:
     from spanlab.models import load_backend
 
     rank, world = rank_world()
@@ -166,7 +174,8 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, *, samples: list[S
                   "template": None if cfg.samples else cfg.template}
     new = build_manifest(model=backend.describe(), generation=generation, tasks=_task_params(samples),
                          lengths=[s.max_length for s in samples],
-                         extra={"train_length": cfg.train_length, "world_size": world})
+                         extra={"train_length": cfg.train_length, "world_size": world,
+                                "kernels": kernels.current().model_dump()})
     old = read_manifest(out)
     if old is not None:
         check_compatible(old, new, out)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 
 from spanlab.attention.registry import PAPER_CHUNK_SIZES, VARIANTS, default_chunk_sizes, default_window  # noqa: F401
 from spanlab.errors import SpanlabError
+from spanlab.kernels import KernelChoices
 
 
 def _length_or_value_error(v: str) -> int:
@@ -85,15 +86,12 @@ class FinetuneConfig(BaseModel):
     seed: int = 0
     merge: bool = Field(True, description="also save the merged model in HF format under out/merged")
     progress: bool = True
+    kernels: KernelChoices = Field(default_factory=dict, description="kernel choices (spanlab.kernels), e.g. {se_memory: backend}")
 
     @field_validator("attention")
     @classmethod
     def _known_variant(cls, name: str) -> str:
-        try:
-            VARIANTS.get_spec(name, patchable=True)
-        except SpanlabError as e:
-            raise ValueError(str(e)) from None
-        return name
+        return _patchable(name)
 
     @field_validator("context", "window", "group_size", mode="before")
     @classmethod
@@ -185,14 +183,7 @@ class FinetuneConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> FinetuneConfig:
         p = Path(path)
-        if not p.is_file():
-            raise SpanlabError(f"{p}: no such config file")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise SpanlabError(f"{p}: invalid YAML ({e}); fix the file") from None
-        if not isinstance(raw, dict):
-            raise SpanlabError(f"{p}: expected a mapping of settings at the top level")
+        raw = _read_yaml(p)
         raw.update({k: v for k, v in overrides.items() if v is not None})
         missing = [k for k in ("model", "out") if raw.get(k) is None]
         if missing:
@@ -207,3 +198,103 @@ class FinetuneConfig(BaseModel):
             first = e.errors()[0]
             where = ".".join(str(x) for x in first["loc"]) or "config"
             raise SpanlabError(f"{source}: {where}: {first['msg']}") from None
+
+
+class PplConfig(BaseModel):
+    """`spanlab ppl` settings (the YAML form of `--config ppl.yaml` has exactly these fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(..., description="local HF model folder (e.g. OUT/merged of spanlab finetune)")
+    data: list[str] = Field(..., min_length=1, description="txt / jsonl / parquet files or folders")
+    lengths: list[int] = Field(default_factory=lambda: [2048, 8192, 16384, 32768], min_length=1,
+                               description="window lengths, each scored on its own")
+    attention: str = Field("full", description="a patchable variant of spanlab.attention.VARIANTS")
+    window: int | None = Field(None, ge=1, description="sw window")
+    group_size: int | None = Field(None, ge=1, description="s2 group size")
+    chunk_size: int | None = Field(None, ge=1, description="se chunk size")
+    block_size: int = Field(32, ge=1)
+    top_k: int = Field(8, ge=1)
+    batch_size: int = Field(1, ge=1, description="windows per forward pass")
+    max_windows: int | None = Field(None, ge=1, description="at most this many windows per length")
+    dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$")
+    text_field: str = "text"
+    cache_dir: Path | None = None
+    out: Path | None = Field(None, description="JSONL file the results are appended to")
+    progress: bool = True
+    kernels: KernelChoices = Field(default_factory=dict, description="kernel choices (spanlab.kernels)")
+
+    @field_validator("attention")
+    @classmethod
+    def _known_variant(cls, name: str) -> str:
+        return _patchable(name)
+
+    @field_validator("lengths", mode="before")
+    @classmethod
+    def _lengths(cls, v: Any) -> Any:
+        if isinstance(v, (str, int)):
+            v = str(v).split(",")
+        if not isinstance(v, list):
+            return v
+        out = [_length_or_value_error(x) if isinstance(x, str) else x for x in v if str(x).strip()]
+        if any(isinstance(n, int) and n < 2 for n in out):
+            raise ValueError("a window predicts length-1 tokens: use lengths of at least 2 tokens, e.g. 2k,8k")
+        return out
+
+    @field_validator("window", "group_size", "chunk_size", mode="before")
+    @classmethod
+    def _length(cls, v: Any) -> Any:
+        return _length_or_value_error(v) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _check(self) -> PplConfig:
+        spec = VARIANTS.get_spec(self.attention, patchable=True)
+        missing = [p.name for p in spec.params if p.required and self.attention_params().get(p.name) is None]
+        if missing:
+            raise SpanlabError(f"--attention {self.attention} needs --{missing[0].replace('_', '-')}")
+        return self
+
+    def attention_params(self) -> dict[str, Any]:
+        """The variant's parameters from the fields of the same name (the others do not apply)."""
+        spec = VARIANTS.get_spec(self.attention, patchable=True)
+        return {k: getattr(self, k) for k in spec.param_names if k in type(self).model_fields}
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> PplConfig:
+        raw = _read_yaml(path)
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        missing = [k for k in ("model", "data") if raw.get(k) is None]
+        if missing:
+            raise SpanlabError(f"{path}: no {', '.join(missing)}; set it in the file or pass --{missing[0]}")
+        return _parse(cls, raw, source=str(path))
+
+
+def _patchable(name: str) -> str:
+    try:
+        VARIANTS.get_spec(name, patchable=True)
+    except SpanlabError as e:
+        raise ValueError(str(e)) from None
+    return name
+
+
+def _read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise SpanlabError(f"{p}: no such config file")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SpanlabError(f"{p}: invalid YAML ({e}); fix the file") from None
+    if not isinstance(raw, dict):
+        raise SpanlabError(f"{p}: expected a mapping of settings at the top level")
+    return raw
+
+
+def _parse(model: Any, raw: dict[str, Any], source: str) -> Any:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "config"
+        raise SpanlabError(f"{source}: {where}: {str(first['msg']).removeprefix('Value error, ')}") from None

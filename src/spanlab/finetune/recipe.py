@@ -94,6 +94,15 @@ def resolve_lora(cfg: FinetuneConfig, model: Any) -> FinetuneConfig:
 
 
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
+    """The job; the config's kernel choices (`cfg.kernels`, spanlab.kernels) hold throughout."""
+    from spanlab import kernels
+
+    with kernels.use(cfg.kernels) as chosen:
+        # The saved config records every kernel choice that ran, not only the forced ones.
+        return _run_finetune(cfg.model_copy(update={"kernels": chosen.model_dump()}))
+
+
+def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     from spanlab.train import TrainConfig, train
     from spanlab.train.loop import make_accelerator
 

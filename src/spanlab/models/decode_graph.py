@@ -26,12 +26,11 @@ How it fits into `generate` without changing what it computes:
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
+from spanlab import kernels
 from spanlab.models.hf_compat import generate_cache_kwarg
 
-ENV = "SPANLAB_DECODE_GRAPHS"
 BUCKET = 256
 
 # The keyword arguments generate's decode steps pass; anything else (hidden states, attentions) is
@@ -41,11 +40,8 @@ _STEP_KEYS = {"input_ids", "attention_mask", "position_ids", "past_key_values", 
               "logits_to_keep", "return_dict", "inputs_embeds"}
 
 
-def enabled_by_env() -> bool:
-    value = os.environ.get(ENV, "auto").strip().lower()
-    if value not in ("auto", "1", "0", "on", "off"):
-        raise ValueError(f"{ENV}={value!r}: use auto, 1 or 0")
-    return value not in ("0", "off")
+def enabled() -> bool:
+    return kernels.current().decode_graphs != "off"
 
 
 def supported(model: Any) -> str | None:

@@ -22,33 +22,28 @@ What they compute, against the eager code they replace:
 `install(model)` patches only modules whose code is exactly the Llama formula each kernel computes
 (compared by source text, so a transformers release that changes a formula turns the patch off
 instead of silently computing something else), and the patched code runs the kernels only on CUDA
-half-precision tensors outside autograd; anything else goes to the original code. `SPANLAB_FUSED=0`
-turns it off.
+half-precision tensors outside autograd; anything else goes to the original code. The kernel choice
+`fused=off` (spanlab.kernels) turns it off.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import os
 import sys
 import weakref
 from typing import Any
 
+from spanlab import kernels
 from spanlab.models.hf_compat import kernel_closure
-
-ENV = "SPANLAB_FUSED"
 
 # Models with the kernels installed, and whether their one-token (decode) steps use them: the rotary
 # dispatcher (a module global, shared by every model of a class) runs the kernel only while one is.
 _installed: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
-def enabled_by_env() -> bool:
-    value = os.environ.get(ENV, "auto").strip().lower()
-    if value not in ("auto", "1", "0", "on", "off"):
-        raise ValueError(f"{ENV}={value!r}: use auto, 1 or 0")
-    return value not in ("0", "off")
+def enabled() -> bool:
+    return kernels.current().fused != "off"
 
 
 @functools.cache
@@ -186,6 +181,10 @@ def install(model: Any, *, decode: bool = False) -> list[str]:
     token per row (decode steps) keep the eager code unless `decode` (they run as CUDA graphs)."""
     from transformers.models.llama import modeling_llama as L
 
+    from spanlab.models.arch import profile_for
+
+    if not profile_for(model).fused_kernels:
+        return []
     done = set()
     act = getattr(getattr(model, "config", None), "hidden_act", None)
     for module in model.modules():

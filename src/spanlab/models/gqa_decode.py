@@ -10,7 +10,7 @@ transformers' SDPA path has two costs at decode time with left-padded batches:
    refuse the mask, torch's math kernel runs (which upcasts K and V to float32 first). Either
    way a step costs many times the one read of the cache it needs (docs/benchmarks.md).
 
-Decode (one new token) therefore goes through one of these paths, picked by `SPANLAB_DECODE_ATTN`
+Decode (one new token) therefore goes through one of these paths, picked by the kernel choice `decode_attn` (spanlab.kernels)
 (default "auto": "triton" on CUDA when Triton is installed, else "sdpa"):
 
 - "triton": split-KV kernel (`_decode_kernels`): each program takes one (batch, KV head) and one
@@ -26,7 +26,7 @@ cuDNN attention at batch 64 x 4K ran at ~140 TFLOP/s against ~400+ for causal fl
 K/V `n_rep` times (`repeat_kv`). The mask function registered with "spanlab_sdpa" recognises a mask
 that is exactly causal + left padding from position 0 and does not build it: it returns a stand-in
 carrying each row's padding (and a way to build the real mask for any path that needs one). The
-attention then runs, picked by `SPANLAB_PREFILL_ATTN` (default "auto" = "rows"):
+attention then runs, picked by the kernel choice `prefill_attn` (default "auto" = "rows"):
 
 - "rows": unmasked causal SDPA on each row's real tokens, rows with equal padding together;
   padded query positions get zeros. On an H100 (torch 2.11) SDPA runs cuDNN's flash kernel here,
@@ -51,11 +51,11 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from typing import Any
 
+from spanlab import kernels
+
 NAME = "spanlab_sdpa"
-ENV = "SPANLAB_DECODE_ATTN"
 PATHS = ("auto", "triton", "matmul", "sdpa")
 _registered = False
 
@@ -76,9 +76,9 @@ def interpreting() -> bool:
 
 
 def choose_path(device_type: str, requested: str | None = None) -> str:
-    path = (requested or os.environ.get(ENV, "auto")).strip().lower()
+    path = (requested or kernels.current().decode_attn).strip().lower()
     if path not in PATHS:
-        raise ValueError(f"{ENV}={path!r}: use one of {', '.join(PATHS)}")
+        raise ValueError(f"decode attention path {path!r}: use one of {', '.join(PATHS)}")
     if path == "auto":
         triton, _ = _triton()
         return "triton" if device_type == "cuda" and triton is not None else "sdpa"
@@ -292,7 +292,6 @@ def sdpa_decode(query, key, value, mask, scale: float):
 
 TAG = "_spanlab_left_pads"  # attribute on a prefill's stand-in mask: (q, each row's left padding)
 BUILD = "_spanlab_build"  # attribute on the stand-in: builds transformers' own mask when a path needs it
-PREFILL_ENV = "SPANLAB_PREFILL_ATTN"
 PREFILL_PATHS = ("auto", "varlen", "rows")
 
 
@@ -357,9 +356,9 @@ def choose_prefill(query, requested: str | None = None) -> str:
     """"rows" (SDPA per run of equal padding), or "varlen" (one flash-attention call over the packed
     batch) when asked for and flash attention can run these tensors (CUDA, half precision, head dim
     a multiple of 8 up to 256)."""
-    path = (requested or os.environ.get(PREFILL_ENV, "auto")).strip().lower()
+    path = (requested or kernels.current().prefill_attn).strip().lower()
     if path not in PREFILL_PATHS:
-        raise ValueError(f"{PREFILL_ENV}={path!r}: use one of {', '.join(PREFILL_PATHS)}")
+        raise ValueError(f"prefill attention path {path!r}: use one of {', '.join(PREFILL_PATHS)}")
     import torch
 
     ok = (query.device.type == "cuda" and query.dtype in (torch.float16, torch.bfloat16)

@@ -10,7 +10,7 @@ batched with single generation for every architecture).
 
 Mamba2-family layers (Mamba2, Bamba, Zamba2, FalconH1, NemotronH, GraniteMoeHybrid) run their
 prefill through spanlab's SSD scan (`spanlab.models.ssd`) instead of transformers' torch fallback
-when mamba-ssm is absent: the same function in linear memory per chunk; SPANLAB_SSD=0 turns it off.
+when mamba-ssm is absent: the same function in linear memory per chunk; the kernel choice `ssd=off` turns it off.
 
 Prompts longer than `prefill_chunk` tokens are prefilled in chunks where that is exact for the
 class (Mamba2, Bamba, Zamba2, FalconH1, RWKV; see `spanlab.models.prefill`), so the memory of a
@@ -206,7 +206,7 @@ class HFBackend(Backend):
         from spanlab.models import fused, gqa_decode
 
         cuda = self.device.startswith("cuda")
-        if mode == "off" or (mode == "auto" and not (cuda and fused.enabled_by_env())):
+        if mode == "off" or (mode == "auto" and not (cuda and fused.enabled())):
             return []
         if not cuda or gqa_decode._triton()[0] is None:
             if mode == "on":
@@ -224,7 +224,7 @@ class HFBackend(Backend):
 
         cuda = self.device.startswith("cuda")
         if mode == "auto":
-            ok = (cuda and self.arch.cuda_graphs and self.cache_implementation == "static" and decode_graph.enabled_by_env()
+            ok = (cuda and self.arch.cuda_graphs and self.cache_implementation == "static" and decode_graph.enabled()
                   and getattr(self.config, "_attn_implementation", None) == NAME and not self.compile)
             mode = "on" if ok else "off"
         if mode == "off":
@@ -241,14 +241,14 @@ class HFBackend(Backend):
 
     def _install_ssd(self) -> str | None:
         """Mamba2-family layers: spanlab's linear-memory SSD scan in place of transformers' torch
-        fallback (same results; see spanlab.models.ssd), unless SPANLAB_SSD=0. Returns which scan
+        fallback (same results; see spanlab.models.ssd), unless kernels `ssd=off`. Returns which scan
         the model's prefill uses, for the manifest."""
         from spanlab.models import ssd
 
         if not self.arch.ssd_scan:
             return None
         module = type(self.model).__module__
-        if not ssd.enabled_by_env():
+        if not ssd.enabled():
             ssd.uninstall()
             return "transformers"
         # A module that keeps its global (a mamba-ssm kernel is installed) is not ours to replace.

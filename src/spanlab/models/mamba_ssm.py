@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from spanlab.errors import SpanlabError
+from spanlab.models.arch import ARCHS
+from spanlab.models.arch.base import CheckpointLayout
 
 _MIXER_KEYS = ("in_proj.weight", "conv1d.weight", "conv1d.bias", "dt_bias", "A_log", "D", "norm.weight", "out_proj.weight")
 
@@ -69,6 +71,20 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
 def _need(cond: bool, what: str) -> None:
     if not cond:
         raise SpanlabError(f"cannot convert this mamba_ssm checkpoint: {what}")
+
+
+def conversion_targets() -> tuple[str, ...]:
+    """The conversion targets the architecture profiles name (`ArchProfile.conversion_target`)."""
+    return tuple(p.conversion_target for p in ARCHS.values() if p.conversion_target)
+
+
+def default_target(layout: CheckpointLayout) -> str:
+    """The target of the one profile whose `converts` takes this checkpoint layout."""
+    hits = [p.conversion_target for p in ARCHS.values() if p.conversion_target and p.converts and p.converts(layout)]
+    if len(hits) != 1:  # pragma: no cover - the built-in predicates exclude each other
+        raise SpanlabError(f"mamba_ssm checkpoint layout {layout} matches {hits or 'no'} conversion target(s); "
+                           "pass --target")
+    return hits[0]
 
 
 def convert_state(cfg: dict[str, Any], sd: dict[str, Any], *, target: str | None = None):
@@ -132,14 +148,9 @@ def convert_state(cfg: dict[str, Any], sd: dict[str, Any], *, target: str | None
     mlp_width = sd["backbone.layers.0.mlp.fc2.weight"].shape[1] if d_inter > 0 else 0
 
     if target is None:
-        if not attn_idx and d_inter == 0:
-            target = "mamba2"
-        elif needs_own_class:
-            target = "mamba2attn"
-        elif len(attn_idx) == n_layer and d_inter > 0 and rot == head_dim:
-            target = "llama"
-        else:
-            target = "bamba"
+        layout = CheckpointLayout(layers=n_layer, attention_layers=len(attn_idx), mlp=d_inter > 0,
+                                  full_rotary=bool(attn_idx) and rot == head_dim, own_attention=needs_own_class)
+        target = default_target(layout)
     common = dict(vocab_size=vocab, hidden_size=d_model, num_hidden_layers=n_layer, tie_word_embeddings=tie,
                   bos_token_id=0, eos_token_id=0, pad_token_id=0)
     if target == "mamba2":
@@ -189,7 +200,7 @@ def convert_state(cfg: dict[str, Any], sd: dict[str, Any], *, target: str | None
         config = T.BambaConfig(intermediate_size=max(mlp_width, 1), attn_layer_indices=attn_idx or None, rms_norm_eps=1e-5,
                                max_position_embeddings=int(cfg.get("max_position_embeddings", 262144)), **kw, **common)
     else:
-        raise SpanlabError(f"unknown conversion target {target!r}; use mamba2, llama, bamba or mamba2attn")
+        raise SpanlabError(f"unknown conversion target {target!r}; use {', '.join(conversion_targets())}")
 
     with torch.device("meta"):
         model = T.AutoModelForCausalLM.from_config(config)

@@ -18,16 +18,16 @@ matrix is ever built, and B/C are never repeated over heads.
 `install()` puts it in place of that module global in every such transformers module (idempotent;
 only where the global is still transformers' torch fallback, so a real mamba-ssm kernel is never
 displaced); `uninstall()` restores what was there. The HF backend installs it when it loads one
-of these architectures unless SPANLAB_SSD=0.
+of these architectures unless the kernel choice is `ssd=off` (spanlab.kernels).
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-import os
 from typing import Any
 
+from spanlab import kernels
 from spanlab.models.arch import ARCHS
 
 # transformers modules that define the fallback: the `ssd_modules` of the architecture profiles
@@ -36,7 +36,6 @@ from spanlab.models.arch import ARCHS
 # dict.fromkeys: two profiles may share a module (Mamba2-Attn runs BambaMixer), installed once.
 MODULES = tuple(dict.fromkeys(m for p in ARCHS.values() if p.ssd_scan for m in p.ssd_modules))
 GLOBAL = "mamba2_chunk_scan"
-ENV = "SPANLAB_SSD"  # "0" turns the replacement off in the HF backend
 
 # module name -> the object that was there before install() replaced it
 _saved: dict[str, Any] = {}
@@ -222,8 +221,8 @@ def installed(module: str = MODULES[0]) -> bool:
     return getattr(mod, GLOBAL, None) is ssd_chunk_scan
 
 
-def enabled_by_env() -> bool:
-    return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+def enabled() -> bool:
+    return kernels.current().ssd != "off"
 
 
 # The model types whose mixers call the module global above (the HF backend installs for these).

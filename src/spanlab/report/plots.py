@@ -13,6 +13,7 @@ from pathlib import Path
 from spanlab.report.load import Run, base_label, swept_depth
 from spanlab.report.tables import _slug, cells, grid, length_records, mean_score
 from spanlab.scoring import Score
+from spanlab.units import format_length
 
 
 def _plt():
@@ -46,7 +47,7 @@ def depth_heatmaps(runs: Sequence[Run], out: Path) -> list[Path]:
             same_n = len(set(ns)) == 1
             fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(lengths), 1.2 + 0.45 * len(depths) * (1 if same_n else 1.4)))
             im = ax.imshow(data, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
-            ax.set_xticks(range(len(lengths)), [str(x) for x in lengths])
+            ax.set_xticks(range(len(lengths)), [format_length(x) for x in lengths])
             ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
             ax.set_xlabel("context length (tokens)")
             ax.set_ylabel("needle depth (%)")
@@ -97,6 +98,10 @@ def length_curves(runs: Sequence[Run], out: Path) -> list[Path]:
             if run.train_length:
                 ax.axvline(run.train_length, color="grey", lw=0.8, ls="--")
         ax.set_xscale("log", base=2)
+        shown = sorted({ln for run in runs for ln in curve_points(run, label)})
+        if shown:  # the tested lengths, written as everywhere else (4096 -> 4K)
+            ax.set_xticks(shown, [format_length(ln) for ln in shown])
+            ax.minorticks_off()
         ax.set_ylim(-2, 102)
         ax.set_xlabel("context length (tokens)")
         ax.set_ylabel("accuracy (%), 95 % interval")

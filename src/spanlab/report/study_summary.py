@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from spanlab.units import format_length
+
 
 def perplexity_rows(ppl_dir: Path, display: Callable[[str], str] = str) -> dict[str, dict[int, float]]:
     """{model display name: {length: perplexity}} from the `ppl/<model>.jsonl` journals."""
@@ -23,7 +25,7 @@ def perplexity_rows(ppl_dir: Path, display: Callable[[str], str] = str) -> dict[
 
 def perplexity_markdown(rows: Mapping[str, Mapping[int, float]]) -> list[str]:
     lens = sorted({n for r in rows.values() for n in r})
-    lines = ["## Perplexity (essays)", "", "| model | " + " | ".join(map(str, lens)) + " |",
+    lines = ["## Perplexity (essays)", "", "| model | " + " | ".join(map(format_length, lens)) + " |",
              "|---|" + "---:|" * len(lens)]
     for name, r in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{r[n]:.2f}" if n in r else "" for n in lens) + " |")
@@ -38,7 +40,7 @@ def profile_markdown(rows: Sequence[Any]) -> list[str]:
     dev = rows[0].device if rows else ""
     mode = rows[0].mode if rows else ""
     lines = [f"## Attention training step: time (ms) / peak memory (GiB), {mode} mode, {dev}", "",
-             "| variant | " + " | ".join(map(str, lens)) + " |", "|---|" + "---:|" * len(lens)]
+             "| variant | " + " | ".join(map(format_length, lens)) + " |", "|---|" + "---:|" * len(lens)]
     for lab in labels:
         vals = []
         for n in lens:

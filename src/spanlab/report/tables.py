@@ -22,6 +22,7 @@ from typing import Any
 
 from spanlab.report.load import Run, base_label, swept_depth
 from spanlab.scoring import GROUPS, Score, paired_test, sample_score, task_score
+from spanlab.units import format_length
 
 DEFAULT_THRESHOLD = 85.6  # RULER: Llama-2-7B's score at 4K, the bar for "effective" context
 ALPHA = 0.05  # a paired difference with p >= ALPHA is marked not significant
@@ -184,7 +185,7 @@ def is_format_label(label: str) -> bool:
 
 
 def _len_header(length: int, train: int | None) -> str:
-    return f"{length}*" if train is not None and length == train else str(length)
+    return f"{format_length(length)}*" if train is not None and length == train else format_length(length)
 
 
 def _avg_over_lengths(by_len: dict[int, list[list[dict[str, Any]]]]) -> Score | None:
@@ -233,7 +234,7 @@ def group_table(run: Run) -> Table | None:
         return None
     rows = []
     for ln in lengths:
-        row: list[Any] = [ln]
+        row: list[Any] = [format_length(ln)]
         for n in names:
             row.append(mean_score([c[t][ln] for t in GROUPS[n] if t in c and ln in c[t]]))
         row.append(mean_score([c[t][ln] for n in names for t in GROUPS[n] if t in c and ln in c[t]]))
@@ -256,7 +257,7 @@ def runs_summary_table(runs: Sequence[Run]) -> Table:
         c = cells(length_records(run), base_label, lambda r: r["length"])
         by_len = {ln: [c[t][ln] for t in c if ln in c[t]] for ln in lengths}
         rows.append([run.name, *[mean_score(by_len[ln]) for ln in lengths], _avg_over_lengths(by_len)])
-    return Table("summary", "Average accuracy over tasks, by length", ["run", *map(str, lengths), "Avg"], rows,
+    return Table("summary", "Average accuracy over tasks, by length", ["run", *map(format_length, lengths), "Avg"], rows,
                  ["cells: mean over tasks [95 % interval] n = samples"])
 
 
@@ -318,7 +319,7 @@ def depth_model_tables(runs: Sequence[Run]) -> list[Table]:
         rows: list[list[Any]] = [[_fmt_depth(d), *[cell_score(per_run[n][d][0]) if d in per_run[n] else None
                                                    for n in per_run]] for d in depths]
         rows.append(["Average", *[mean_score([per_run[n][d][0] for d in per_run[n]]) for n in per_run]])
-        out.append(Table(f"depth_{_slug(label)}_{length}", f"{label} at {length}: accuracy by needle depth (%)",
+        out.append(Table(f"depth_{_slug(label)}_{length}", f"{label} at {format_length(length)}: accuracy by needle depth (%)",
                          ["depth", *per_run], rows))
     return out
 

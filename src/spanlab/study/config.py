@@ -22,6 +22,7 @@ from pydantic import (
 
 from spanlab.attention.registry import VARIANTS
 from spanlab.errors import SpanlabError
+from spanlab.kernels import KernelChoices
 from spanlab.units import parse_count, parse_length
 
 
@@ -203,6 +204,7 @@ class ProfileSpec(_Strict):
     mode: Literal["op", "layer"] = "layer"
     warmup: int = Field(3, ge=0)
     repeats: int = Field(10, ge=1)
+    kernels: KernelChoices = Field(default_factory=dict)  # kernel choices of the timed steps (spanlab.kernels)
     # CPU timings say nothing about the paper's GPU figure, so without CUDA the step is skipped
     # (and stays to do, so a resume on a GPU machine runs it) unless this is set (tests, toy runs).
     cpu: bool = False
@@ -237,6 +239,8 @@ class StudyConfig(_Strict):
     # How many `train` steps run at the same time (separate processes on the same device): tiny
     # models leave a GPU mostly idle. Where it runs, not what it computes: not pinned on resume.
     train_parallel: int = Field(1, ge=1)
+    # Kernel choices (spanlab.kernels) for every step; an eval or fine-tune's own `kernels` go on top.
+    kernels: KernelChoices = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _refs(self) -> StudyConfig:

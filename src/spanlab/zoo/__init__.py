@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from spanlab.errors import SpanlabError
 from spanlab.models.arch import zoo_profiles
 from spanlab.zoo.architectures import BUILDERS
-from spanlab.zoo.sizes import SIZES
+from spanlab.zoo.sizes import SIZES, WIDTHS
 
 if TYPE_CHECKING:
     import torch
@@ -27,10 +27,12 @@ DISPLAY_NAMES = {name: p.label for name, p in zoo_profiles().items()}
 
 
 def canonical_arch(arch: str) -> str:
+    # Read from the registry at call time, so a profile registered after import (a plug-in) counts.
+    profiles = zoo_profiles()
     a = arch.strip().lower()
-    a = ALIASES.get(a, a)
-    if a not in BUILDERS:
-        raise SpanlabError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    a = {alias: name for name, p in profiles.items() for alias in p.zoo_aliases}.get(a, a)
+    if a not in profiles:
+        raise SpanlabError(f"unknown architecture {arch!r}; choose one of {', '.join(profiles)}")
     return a
 
 
@@ -50,9 +52,12 @@ def zoo_config(
         raise SpanlabError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
     if vocab_size < 2:
         raise SpanlabError(f"vocab_size must be at least 2, got {vocab_size}")
-    width, shapes = SIZES[size]
-    shape = shapes[a]
-    cfg = BUILDERS[a](width, shape.layers, vocab_size)
+    profile = zoo_profiles()[a]
+    shape = profile.zoo_shapes.get(size)
+    if shape is None:
+        raise SpanlabError(f"architecture {a!r} has no {size!r} shape (its profile's zoo_shapes); "
+                           f"choose one of {', '.join(profile.zoo_shapes) or 'none'}")
+    cfg = profile.build_zoo_config(WIDTHS[size], shape.layers, vocab_size)
     # Special tokens follow the tokenizer, not the upstream model's defaults (which may exceed our vocab).
     for name, value in (("pad_token_id", pad_token_id), ("bos_token_id", bos_token_id), ("eos_token_id", eos_token_id)):
         setattr(cfg, name, value)
@@ -76,11 +81,11 @@ def use_fast_ssd() -> list[str]:
     """Route transformers' Mamba2-family layers through spanlab's SSD scan (`spanlab.models.ssd`):
     the same results as transformers' pure-torch fallback without its 6-D intermediates, which
     bound Mamba2 training without mamba-ssm at ~24K tokens/s on an H100 (docs/benchmarks.md).
-    Idempotent; a real mamba-ssm kernel is never displaced; SPANLAB_SSD=0 keeps transformers' own.
+    Idempotent; a real mamba-ssm kernel is never displaced; the kernel choice `ssd=off` keeps transformers' own.
     Returns the modules now using spanlab's scan."""
     from spanlab.models import ssd
 
-    if not ssd.enabled_by_env():
+    if not ssd.enabled():
         return []
     return ssd.install()
 

@@ -72,6 +72,27 @@ def mixer_convs(model: Any, markers: tuple[str, ...] = ("Mixer", "Mamba")) -> li
     return out
 
 
+@dataclass(frozen=True)
+class ZooShape:
+    """A zoo size of one architecture: its depth, and the config fields (e.g. a narrower MLP) that
+    bring its non-embedding parameters within a few percent of the Transformer++ of that size."""
+
+    layers: int
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckpointLayout:
+    """What decides which transformers class a mamba_ssm-format checkpoint converts to
+    (spanlab.models.mamba_ssm): read from its config.json and tensor shapes."""
+
+    layers: int
+    attention_layers: int
+    mlp: bool  # d_intermediate > 0
+    full_rotary: bool  # every attention head dimension is rotated
+    own_attention: bool  # q/k/v conv, MHA MLP branch, no rotary, split biases or a custom softmax scale
+
+
 def resolve(target: Callable[..., Any] | str) -> Callable[..., Any]:
     """A callable, or one named "module:attribute" (imported on first use)."""
     if callable(target):
@@ -109,6 +130,14 @@ class ArchProfile:
     prefill_installers: Mapping[str, str] = field(default_factory=dict)
     ssd_scan: bool = False  # mixers call transformers' mamba2_chunk_scan (spanlab.models.ssd replaces it)
     ssd_modules: tuple[str, ...] = ()  # the transformers modules defining that global
+    # spanlab.models.fused's Llama-formula kernels are searched for (they still patch only modules
+    # whose source is Llama's); False where no module can match (pure SSMs, RWKV).
+    fused_kernels: bool = True
+    # mamba_ssm checkpoints: the conversion target this family's class receives ("mamba2", "llama",
+    # "bamba", "mamba2attn": spanlab.models.mamba_ssm builds each), and which checkpoint layouts
+    # convert to it by default (the profiles' predicates exclude each other).
+    conversion_target: str | None = None
+    converts: Callable[[CheckpointLayout], bool] | None = None
 
     # -- fine-tuning ----------------------------------------------------------------------------
     # HyLoRA's trainable groups; unknown models are searched for all of them.
@@ -118,6 +147,7 @@ class ArchProfile:
     zoo: str | None = None  # zoo architecture name (spanlab.zoo.ARCHS)
     zoo_aliases: tuple[str, ...] = ()
     zoo_builder: Callable[..., Any] | str | None = None  # (d, layers, vocab_size) -> transformers config
+    zoo_shapes: Mapping[str, ZooShape] = field(default_factory=dict)  # zoo size -> depth and config overrides
 
     @property
     def label(self) -> str:

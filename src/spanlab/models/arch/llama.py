@@ -2,7 +2,13 @@
 the zoo's Transformer++ with RoPE on half of each head): attention
 through transformers' registry, RoPE, a static KV cache and CUDA-graph decode on CUDA."""
 
-from spanlab.models.arch.base import ArchProfile
+from spanlab.models.arch.base import ArchProfile, CheckpointLayout, ZooShape
+
+
+def _converts(c: CheckpointLayout) -> bool:
+    # Transformer++ checkpoints: attention and an MLP in every block, rotary over the whole head.
+    return c.attention_layers == c.layers and c.mlp and c.full_rotary and not c.own_attention
+
 
 LLAMA = ArchProfile(
     "llama",
@@ -17,4 +23,7 @@ LLAMA = ArchProfile(
     zoo="transformer",
     zoo_aliases=("llama", "transformer++", "transformerpp"),
     zoo_builder="spanlab.zoo.architectures:llama",
+    zoo_shapes={"tiny": ZooShape(5), "small": ZooShape(10), "base": ZooShape(14)},
+    conversion_target="llama",
+    converts=_converts,
 )

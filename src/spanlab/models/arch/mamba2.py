@@ -1,7 +1,7 @@
 """Pure SSMs: Mamba2 (SSD mixers, spanlab's scan, chunked prefill through its cache_params) and
 Mamba (v1, selective scan; batched decoding is not exact, so batch 1). No attention to patch."""
 
-from spanlab.models.arch.base import ArchProfile
+from spanlab.models.arch.base import ArchProfile, ZooShape
 
 MAMBA2 = ArchProfile(
     "mamba2",
@@ -16,6 +16,10 @@ MAMBA2 = ArchProfile(
     hylora_groups=("embeddings", "norms", "ssm_conv"),
     zoo="mamba2",
     zoo_builder="spanlab.zoo.architectures:mamba2",
+    zoo_shapes={"tiny": ZooShape(8, {"state_size": 128}), "small": ZooShape(19), "base": ZooShape(26)},
+    fused_kernels=False,
+    conversion_target="mamba2",
+    converts=lambda c: c.attention_layers == 0 and not c.mlp,  # Mamba2 blocks only: the same parameter layout
 )
 
 MAMBA = ArchProfile(
@@ -26,5 +30,6 @@ MAMBA = ArchProfile(
     classes=frozenset({"MambaForCausalLM"}),
     patchable=False,
     left_padding=False,  # batched state decoding in transformers does not reproduce batch 1
+    fused_kernels=False,
     hylora_groups=("embeddings", "norms", "ssm_conv"),
 )

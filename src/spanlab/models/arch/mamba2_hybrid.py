@@ -2,9 +2,17 @@
 `hybrid`) and Jamba (Mamba v1 + attention). Their attention layers take spanlab variants and
 HyLoRA trains their SSM convs; the Mamba2 ones run spanlab's SSD scan."""
 
-from spanlab.models.arch.base import ArchProfile
+from spanlab.models.arch.base import ArchProfile, CheckpointLayout, ZooShape
 
 _GENERATE = ("generate", "past_key_values", "past_key_values")
+
+
+def _converts(c: CheckpointLayout) -> bool:
+    # Bamba takes every mamba_ssm checkpoint the other targets do not: attention among Mamba2
+    # layers, partial rotary, Mamba2 + MLP (a block without an MLP gets a zero one).
+    pure_mamba2 = c.attention_layers == 0 and not c.mlp
+    transformer = c.attention_layers == c.layers and c.mlp and c.full_rotary
+    return not (pure_mamba2 or transformer or c.own_attention)
 
 MAMBA2_HYBRID = ArchProfile(
     "mamba2_hybrid",
@@ -27,6 +35,10 @@ MAMBA2_HYBRID = ArchProfile(
     zoo="hybrid",
     zoo_aliases=("bamba", "mamba2-hybrid", "mamba2hybrid"),
     zoo_builder="spanlab.zoo.architectures:mamba2_hybrid",
+    zoo_shapes={"tiny": ZooShape(5, {"intermediate_size": 384}), "small": ZooShape(8, {"intermediate_size": 1536}),
+                "base": ZooShape(12)},
+    conversion_target="bamba",
+    converts=_converts,
 )
 
 JAMBA = ArchProfile(

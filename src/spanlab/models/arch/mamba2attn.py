@@ -17,4 +17,7 @@ MAMBA2ATTN = ArchProfile(
     ssd_scan=True,
     ssd_modules=("transformers.models.bamba.modeling_bamba",),
     hylora_groups=("lora", "embeddings", "norms", "ssm_conv"),
+    # Only this class has mamba_ssm's conv-QKV attention, MHA MLP branch, rotary-free heads and split biases.
+    conversion_target="mamba2attn",
+    converts=lambda c: c.own_attention,
 )

@@ -2,7 +2,7 @@
 attention goes through transformers' registry; its prefill chunks once spanlab makes the recurrent
 blocks carry their convolution state (models/prefill_recurrent_gemma.py)."""
 
-from spanlab.models.arch.base import ArchProfile
+from spanlab.models.arch.base import ArchProfile, ZooShape
 
 RECURRENT_GEMMA = ArchProfile(
     "recurrent_gemma",
@@ -18,4 +18,5 @@ RECURRENT_GEMMA = ArchProfile(
     zoo="griffin",
     zoo_aliases=("recurrentgemma", "recurrent_gemma"),
     zoo_builder="spanlab.zoo.architectures:griffin",
+    zoo_shapes={"tiny": ZooShape(5), "small": ZooShape(10), "base": ZooShape(14)},
 )

@@ -2,7 +2,7 @@
 types run batch 1 too): no attention, an attention mask it ignores (so batch 1), chunked prefill
 through its `state`."""
 
-from spanlab.models.arch.base import ArchProfile
+from spanlab.models.arch.base import ArchProfile, ZooShape
 
 RWKV = ArchProfile(
     "rwkv",
@@ -17,4 +17,7 @@ RWKV = ArchProfile(
     zoo="rwkv",
     zoo_aliases=("rwkv4",),
     zoo_builder="spanlab.zoo.architectures:rwkv",
+    zoo_shapes={"tiny": ZooShape(5, {"intermediate_size": 704}), "small": ZooShape(10, {"intermediate_size": 1792}),
+                "base": ZooShape(14, {"intermediate_size": 2688})},
+    fused_kernels=False,  # LayerNorms and a channel mix: no Llama-formula module to find
 )

@@ -21,7 +21,7 @@ def profile_settings(ctx: StudyContext) -> dict[str, Any]:
         "window": resolve_length(p.window, c),
         "group_size": p.group_size, "block_size": p.block_size, "top_k": p.top_k, "heads": p.heads,
         "kv_heads": p.kv_heads or None, "head_dim": p.head_dim, "batch": p.batch, "dtype": p.dtype,
-        "mode": p.mode, "warmup": p.warmup, "repeats": p.repeats, "seed": ctx.cfg.seed,
+        "mode": p.mode, "warmup": p.warmup, "repeats": p.repeats, "seed": ctx.cfg.seed, "kernels": p.kernels,
     }
 
 

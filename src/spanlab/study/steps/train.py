@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from spanlab import kernels
 from spanlab.errors import SpanlabError
 from spanlab.study.context import StudyContext
 from spanlab.study.steps import Step
@@ -59,6 +60,7 @@ def run_train_parallel(ctx: StudyContext, steps: list[Step],
         prepare_stream(c)
     ctx.log(f"  training data ready in {time.perf_counter() - t0:.1f}s")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [str(_SRC), os.environ.get("PYTHONPATH", "")] if p)}
+    env[kernels.ENV] = kernels.current().spec()  # the study's kernel choices reach the training processes
     queue = list(steps)
     running: dict[str, tuple[subprocess.Popen, Any, float]] = {}
     failed: list[str] = []

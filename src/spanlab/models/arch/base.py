@@ -109,6 +109,9 @@ class ArchProfile:
     prefill_installers: Mapping[str, str] = field(default_factory=dict)
     ssd_scan: bool = False  # mixers call transformers' mamba2_chunk_scan (spanlab.models.ssd replaces it)
     ssd_modules: tuple[str, ...] = ()  # the transformers modules defining that global
+    # transformers modules whose decode steps call the module globals `causal_conv1d_update` and
+    # `mamba2_selective_state_update` (spanlab.models.mamba2_kernels replaces their torch fallbacks)
+    decode_kernels: tuple[str, ...] = ()
 
     # -- fine-tuning ----------------------------------------------------------------------------
     # HyLoRA's trainable groups; unknown models are searched for all of them.

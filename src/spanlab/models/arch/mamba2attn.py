@@ -16,5 +16,6 @@ MAMBA2ATTN = ArchProfile(
     chunked_prefill={"M2AForCausalLM": ("generate", "past_key_values", "past_key_values")},
     ssd_scan=True,
     ssd_modules=("transformers.models.bamba.modeling_bamba",),
+    decode_kernels=("transformers.models.bamba.modeling_bamba",),
     hylora_groups=("lora", "embeddings", "norms", "ssm_conv"),
 )

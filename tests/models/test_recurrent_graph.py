@@ -126,3 +126,12 @@ def test_cuda_graph_replays_generate_like_eager(arch, models):
     assert b.graphs.captures == 1 and b.graphs.replays >= 10
     assert b.generate(PROMPTS, 12) == want  # replays on the reset cache
     assert b.graphs.captures == 1
+
+
+@pytest.mark.parametrize("arch", ("mamba2", "bamba"))
+def test_static_cache_without_graphs_generates_like_transformers(arch, models):
+    # What the CUDA default falls back to with SPANLAB_DECODE_GRAPHS=0: the profile's static cache.
+    ref = _backend(models[arch], device="cpu")
+    b = _backend(models[arch], device="cpu", cache_implementation="static", decode_graphs="off")
+    assert b.graphs is None and b.cache_implementation == "static"
+    assert b.generate(PROMPTS, 8) == ref.generate(PROMPTS, 8)

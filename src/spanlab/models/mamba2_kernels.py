@@ -274,8 +274,8 @@ def make_ssm_update(fallback):
     @functools.wraps(fallback)
     def mamba2_selective_state_update(state, hidden_states, dt, A, B, C, D=None, dt_bias=None, dt_softplus=False,
                                       z=None, **kwargs):
-        if (not kwargs or all(v is None for v in kwargs.values())) and _on_cuda(
-                state, hidden_states, dt, A, B, C, D, dt_bias, z) and _usable() and _ssm_ok(
+        # Other keywords (mamba-ssm's state_batch_indices, ...) are ignored by the fallback too.
+        if _on_cuda(state, hidden_states, dt, A, B, C, D, dt_bias, z) and _usable() and _ssm_ok(
                 state, hidden_states, dt, A, B, C, D, dt_bias, z):
             return ssm_update_triton(state, hidden_states, dt, A, B, C, D, dt_bias, dt_softplus, z)
         return fallback(state, hidden_states, dt, A, B, C, D, dt_bias=dt_bias, dt_softplus=dt_softplus, z=z, **kwargs)

@@ -2,7 +2,7 @@
 # One lent-GPU call per phase group, every phase under its own time limit so a slow phase cannot
 # take the others' output with it; each phase's log lands in $OUT/<phase>.txt.
 #
-#   source benchmarks/device_setup.sh && bash benchmarks/gpu_session.sh tests|seeds1|seeds2|attention|eval|replicate
+#   source benchmarks/device_setup.sh && bash benchmarks/gpu_session.sh tests|seeds1|seeds2|attention|eval|replicate|ftmem1|ftmem2|mamba2fast|mamba2fast-seeds
 #
 # tests:     every GPU test (pytest -m gpu) on the carried transformers
 # seeds1/2:  benchmarks/seed_models.py at real size (random weights), each group with its Llama
@@ -27,6 +27,10 @@
 # ftmem:     issue 16: finetune_speed at 8K/32K (2.7B geometry, full/sw/se, one process per variant),
 #            finetune_memory for full and se at 32K, then SE/SW/full at 64K and 128K (chunked loss +
 #            activation offload); the whole phase needs ~25 min: give it its own call(s) via ftmem1/ftmem2
+# mamba2fast: GPU tests of the Mamba2 decode kernels / recurrent graphs / bf16 SSD, then
+#            benchmarks/recurrent_decode.py (ms per step, Mamba2 1.3B/2.7B vs Llama, batch 1 and 16)
+#            and benchmarks/ssd_speed.py prefill (TFLOP/s-equivalent, bf16 vs float32 contractions)
+# mamba2fast-seeds: benchmarks/seed_models.py at 16K for the Mamba2 family and their Llamas
 set -u
 OUT=${OUT:-gpu-session-out}
 mkdir -p "$OUT"
@@ -115,8 +119,20 @@ ftmem2)
             --loss-chunk 4096 --offload-activations --out "$OUT/ftmem_long.jsonl"
     done
     ;;
+mamba2fast)
+    phase mamba2fast_tests 150 python3 -m pytest -q -m gpu -p no:cacheprovider -o timeout=120 \
+        tests/models/test_mamba2_kernels.py tests/models/test_mamba2_kernels_ssd.py tests/models/test_recurrent_graph.py \
+        tests/eval/test_ssd.py tests/eval/test_decode_graph.py
+    phase recurrent_decode 240 python3 benchmarks/recurrent_decode.py --out "$OUT/recurrent_decode.json"
+    phase ssd_prefill 180 python3 benchmarks/ssd_speed.py --parts prefill --scans spanlab spanlab-f32 \
+        --out "$OUT/ssd_speed.json"
+    ;;
+mamba2fast-seeds)
+    phase seeds_16k "${2:-560}" python3 benchmarks/seed_models.py --out "$OUT/seed_16k" --lengths 16384 \
+        --archs llama-1b,zamba2-1.2b,sheared-llama-2.7b,mamba2-2.7b,mamba2attn-2.7b
+    ;;
 *)
-    echo "usage: gpu_session.sh tests|seeds1|seeds2|attention|eval|replicate|ftmem|ftmem1|ftmem2 [limit_s]" >&2
+    echo "usage: gpu_session.sh tests|seeds1|seeds2|attention|eval|replicate|ftmem|ftmem1|ftmem2|mamba2fast|mamba2fast-seeds [limit_s]" >&2
     exit 2
     ;;
 esac

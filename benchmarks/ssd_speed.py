@@ -4,7 +4,10 @@ Prefill: one forward of a random bf16 ~1B Mamba2 (36 layers, d_model 2048, 64 he
 128, chunk 256) at batch 1 and at the eval engine's batch, one shot and chunked (as `--prefill-chunk`
 feeds it); tokens/s and peak GPU memory. Training: forward + backward of 18M and 97M Mamba2s. Each
 with the scan transformers ships and with spanlab's (`ssd.install()`), and optionally the latter
-under torch.compile.
+under torch.compile. `spanlab` runs the scan's large contractions with bf16 operands (float32
+accumulation, the default on CUDA); `spanlab-f32` is the same scan with float32 operands
+(SPANLAB_KERNELS=ssd_matmul=float32). The prefill table's `TFLOP/s-eq` column is 2 x parameters x tokens /
+seconds: the rate a dense model of that size would need to match, the issue-13 figure (target 250).
 
     python benchmarks/ssd_speed.py --out ssd.json
 """
@@ -18,6 +21,7 @@ import time
 import torch
 import transformers as T
 
+from spanlab import kernels
 from spanlab.bench import time_cuda
 from spanlab.models import ssd
 
@@ -39,6 +43,9 @@ def timed(fn, reps: int = 3) -> tuple[float, float]:
 
 def use(scan: str) -> None:
     ssd.uninstall()
+    kernels.configure({"ssd_matmul": "float32"} if scan == "spanlab-f32" else None)
+    if scan == "spanlab-f32":
+        scan = "spanlab"
     if scan == "spanlab":
         ssd.install()
     elif scan == "spanlab+compile":
@@ -57,7 +64,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     # "spanlab+compile" (torch.compile of the scan) is available but not default: torch 2.11's
     # inductor failed to generate code for its cumsum (InductorError, 2026-11-23).
-    ap.add_argument("--scans", nargs="+", default=["transformers", "spanlab"])
+    ap.add_argument("--scans", nargs="+", default=["transformers", "spanlab", "spanlab-f32"])
     ap.add_argument("--parts", nargs="+", default=["prefill", "train"])
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -73,11 +80,13 @@ def main() -> None:
     if "train" in args.parts:
         train_cases(args.scans, record)
     use("spanlab")
-    print(f"\n{'kind':8s} {'scan':16s} {'mode':13s} {'batch':>5s} {'length':>6s} {'s':>8s} {'tok/s':>9s} {'peak GiB':>8s}")
+    print(f"\n{'kind':8s} {'scan':16s} {'mode':13s} {'batch':>5s} {'length':>6s} {'s':>8s} {'tok/s':>9s} "
+          f"{'TFLOP/s-eq':>10s} {'peak GiB':>8s}")
     for r in rows:
         if "s" in r:
+            tf = f"{r['tflops']:10.1f}" if "tflops" in r else f"{'-':>10s}"
             print(f"{r['kind']:8s} {r['scan']:16s} {r.get('mode', ''):13s} {r['batch']:5d} {r['length']:6d} {r['s']:8.3f} "
-                  f"{r['tok_per_s']:9d} {r['peak_gib']:8.1f}")
+                  f"{r['tok_per_s']:9d} {tf} {r['peak_gib']:8.1f}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=2)

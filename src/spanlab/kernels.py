@@ -57,6 +57,9 @@ class KernelSettings(BaseModel):
     ssd: Literal["auto", "off"] = Field(
         "auto", description="spanlab's linear-memory SSD scan in place of transformers' torch fallback "
         "(Mamba2 family); off = transformers' own")
+    ssd_matmul: Literal["auto", "float32"] = Field(
+        "auto", description="operands of the SSD scan's large products: auto = the input's half dtype on CUDA "
+        "(float32 accumulation), float32 elsewhere; float32 = float32 everywhere")
     mamba2_decode: Literal["auto", "triton", "torch"] = Field(
         "auto", description="Mamba2 one-token decode step: auto = triton on CUDA, else torch")
 

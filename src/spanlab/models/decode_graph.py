@@ -21,11 +21,22 @@ How it fits into `generate` without changing what it computes:
 - `generate` keeps the rest (logits processors, EOS, stop strings, padding finished rows), so the
   tokens are those of the eager path: the graph replays the same kernels on the same shapes.
   With `graphs=False` the same buffers and caches are used without capture (CPU tests).
+
+Mamba2-family models (Mamba2, Bamba, Zamba2, FalconH1) take the same route: their cache's
+recurrent layers (transformers >= 5.25 `LinearAttentionLayer`) keep fixed-shape conv and SSM
+states that every update writes with `copy_` (static addresses, as transformers notes for
+cudagraphs), and their token count is a device tensor. What differs from attention layers: a
+step is not idempotent (it advances the state), so the warm-up before capture snapshots every
+state and puts it back; the decode mask is None (Mamba2) or a dict per layer type of None and a
+static 4D mask (hybrids over a static cache); Mamba2 takes no position ids. With
+spanlab.models.mamba2_kernels installed a Mamba2 layer's step is a few launches, and the graph
+removes the host time between them.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any
 
 from spanlab import kernels
@@ -44,12 +55,28 @@ def enabled() -> bool:
     return kernels.current().decode_graphs != "off"
 
 
+def _parameters(fn: Any) -> set[str]:
+    try:
+        return set(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def _layer_kinds() -> tuple[type, ...]:
+    """Cache layers whose decode step a replay reproduces: full-attention static layers, and the
+    recurrent (conv + SSM state) layers of transformers >= 5.25, alone or beside a static one."""
+    from transformers import cache_utils as cu
+
+    names = ("StaticLayer", "LinearAttentionLayer", "LinearAttentionAndStaticFullAttentionLayer")
+    return tuple(getattr(cu, n) for n in names if hasattr(cu, n))
+
+
 def supported(model: Any) -> str | None:
     """Why a model's decode steps cannot be graphed here, or None when they can: every cache
-    layer must be a plain full-attention `StaticLayer` (sliding windows and linear-attention
-    layers keep state a replay would not reproduce)."""
+    layer must be a full-attention `StaticLayer` or a recurrent-state layer (sliding windows keep
+    a rolling buffer a replay would not reproduce)."""
     try:
-        from transformers.cache_utils import StaticCache, StaticLayer
+        from transformers.cache_utils import StaticCache
     except ImportError:
         return "this transformers has no StaticCache"
     try:
@@ -57,16 +84,62 @@ def supported(model: Any) -> str | None:
     except Exception as e:  # noqa: BLE001 - any model transformers cannot give a static cache
         return f"no static cache for {type(model).__name__} ({type(e).__name__})"
     kinds = {type(layer) for layer in getattr(probe, "layers", [])}
-    if kinds != {StaticLayer}:
-        return f"{type(model).__name__}'s cache layers are not all full-attention static layers"
+    if not kinds or not kinds <= set(_layer_kinds()):
+        return f"{type(model).__name__}'s cache layers are not all full-attention static or recurrent-state layers"
     return None
+
+
+def _mask_sig(mask: Any) -> Any:
+    """A hashable description of a decode mask's structure, or False when a step with it cannot be
+    replayed: None, a 4D tensor (static KV length), or a dict of those (hybrids, per layer type)."""
+    if mask is None:
+        return None
+    if isinstance(mask, dict):
+        sigs = tuple((k, _mask_sig(v)) for k, v in sorted(mask.items()))
+        return False if any(s is False for _, s in sigs) else ("dict", sigs)
+    if getattr(mask, "dim", None) is None or mask.dim() != 4:
+        return False  # a 2D mask grows by one column per step
+    return (tuple(mask.shape), mask.dtype)
+
+
+def _mask_clone(mask: Any) -> Any:
+    import torch
+
+    if mask is None:
+        return None
+    if isinstance(mask, dict):
+        return {k: _mask_clone(v) for k, v in mask.items()}
+    return mask.clone(memory_format=torch.contiguous_format)
+
+
+def _mask_copy(dst: Any, src: Any) -> None:
+    if isinstance(dst, dict):
+        for k, v in dst.items():
+            _mask_copy(v, src[k])
+    elif dst is not None:
+        dst.copy_(src)
+
+
+def _state_tensors(cache: Any) -> list[Any]:
+    """Every tensor a decode step advances in place: write positions and token counts, and the
+    conv / SSM states of recurrent layers (the keys/values a replay rewrites identically)."""
+    out = []
+    for layer in cache.layers:
+        for attr in ("cumulative_length", "cumulative_length_linear"):
+            t = getattr(layer, attr, None)
+            if t is not None and hasattr(t, "copy_"):
+                out.append(t)
+        for attr in ("conv_states", "recurrent_states"):
+            states = getattr(layer, attr, None) or {}
+            out.extend(t for t in states.values() if t is not None)
+    return out
 
 
 class _Step:
     """Static inputs and output of one cache's decode step, and how to run it again."""
 
-    def __init__(self, ids, pos, mask, run, logits, out_type, graph=None) -> None:
-        self.ids, self.pos, self.mask = ids, pos, mask
+    def __init__(self, ids, pos, mask, run, logits, out_type, graph=None, mask_sig=None) -> None:
+        self.ids, self.pos, self.mask, self.mask_sig = ids, pos, mask, mask_sig
         self.run, self.logits, self.out_type, self.graph = run, logits, out_type, graph
 
 
@@ -87,6 +160,8 @@ class DecodeGraphs:
         self.cache_key = generate_cache_kwarg(model)  # the name generate passes the cache by
         self._had = model.__dict__.get("forward")  # an instance-level forward someone set before us
         self._orig = model.forward
+        # Attention models need the step's positions; Mamba2's forward takes none.
+        self._takes_pos = "position_ids" in _parameters(self._orig)
         model.forward = self._wrap(self._orig)
 
     # -- cache -----------------------------------------------------------------------------------
@@ -135,12 +210,13 @@ class DecodeGraphs:
         ids, mask, pos = kw.get("input_ids"), kw.get("attention_mask"), kw.get("position_ids")
         if ids is None or kw.get("inputs_embeds") is not None or ids.dim() != 2 or ids.shape[1] != 1:
             return False
-        if mask is None or mask.dim() != 4 or pos is None or tuple(pos.shape) != tuple(ids.shape):
+        sig = _mask_sig(mask)
+        if sig is False or (pos is None and self._takes_pos) or (pos is not None and tuple(pos.shape) != tuple(ids.shape)):
             return False
         if kw.get("use_cache") is False or kw.get("return_dict") is False or kw.get("logits_to_keep", 0) not in (0, 1):
             return False
         st = self.step
-        return st is None or (st.ids.shape == ids.shape and st.mask.shape == mask.shape and st.mask.dtype == mask.dtype)
+        return st is None or (st.ids.shape == ids.shape and st.mask_sig == sig and (st.pos is None) == (pos is None))
 
     def _run_step(self, kw: dict):
         st = self.step
@@ -148,8 +224,9 @@ class DecodeGraphs:
             self.step = st = self._capture(kw)  # ran this step too
         else:
             st.ids.copy_(kw["input_ids"])
-            st.pos.copy_(kw["position_ids"])
-            st.mask.copy_(kw["attention_mask"])
+            if st.pos is not None:
+                st.pos.copy_(kw["position_ids"])
+            _mask_copy(st.mask, kw["attention_mask"])
             st.run()
             self.replays += 1
         return st.out_type(logits=st.logits, **{self.cache_key: self.cache})
@@ -159,16 +236,19 @@ class DecodeGraphs:
 
         cache = self.cache
         ids = kw["input_ids"].clone(memory_format=torch.contiguous_format)
-        pos = kw["position_ids"].clone(memory_format=torch.contiguous_format)
-        mask = kw["attention_mask"].clone(memory_format=torch.contiguous_format)
+        pos = kw.get("position_ids")
+        pos = None if pos is None else pos.clone(memory_format=torch.contiguous_format)
+        mask = _mask_clone(kw.get("attention_mask"))
+        sig = _mask_sig(mask)
+        extra = {} if pos is None else {"position_ids": pos}
 
         def call():
-            return self._orig(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
-                              return_dict=True, **{self.cache_key: cache})
+            return self._orig(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1, return_dict=True,
+                              **extra, **{self.cache_key: cache})
 
         if not self.graphs:
             out = call()
-            st = _Step(ids, pos, mask, None, out.logits, type(out))
+            st = _Step(ids, pos, mask, None, out.logits, type(out), mask_sig=sig)
 
             def run():
                 st.logits = call().logits
@@ -176,19 +256,21 @@ class DecodeGraphs:
             return st
         # Warm-up outside capture (Triton compiles, cuBLAS picks its kernels and workspace on this
         # stream). It writes this step's keys/values (the replay writes the same ones again) and
-        # advances every layer's write position, which is put back.
-        written = [layer.cumulative_length.clone() for layer in cache.layers]
+        # advances every layer's write position and recurrent state, which are put back.
+        live = _state_tensors(cache)
+        saved = [t.clone() for t in live]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             call()
         torch.cuda.current_stream().wait_stream(side)
-        for layer, n in zip(cache.layers, written):
-            layer.cumulative_length.copy_(n)
+        for t, v in zip(live, saved):
+            t.copy_(v)
+        del saved
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             out = call()
         graph.replay()
         self.captures += 1
         self.replays += 1
-        return _Step(ids, pos, mask, graph.replay, out.logits, type(out), graph)
+        return _Step(ids, pos, mask, graph.replay, out.logits, type(out), graph, mask_sig=sig)

@@ -180,6 +180,7 @@ class HFBackend(Backend):
 
         self.arch = profile_for(self.model)
         self.ssd_scan = self._install_ssd()
+        self.decode_kernels = self._install_decode_kernels()
         # Remote code is unverified: batch 1 is the only setting known to be exact for it.
         self.padding = "none" if (not self.arch.left_padding or trust_remote_code or variant is not None) else "left"
         eos = self.tokenizer.eos_token_id
@@ -224,8 +225,11 @@ class HFBackend(Backend):
 
         cuda = self.device.startswith("cuda")
         if mode == "auto":
+            # Attention models need spanlab_sdpa's graph-safe decode attention; Mamba2-family models
+            # (recurrent decode kernels) graph with whatever their few attention layers run.
+            attn_ok = getattr(self.config, "_attn_implementation", None) == NAME or bool(self.arch.decode_kernels)
             ok = (cuda and self.arch.cuda_graphs and self.cache_implementation == "static" and decode_graph.enabled()
-                  and getattr(self.config, "_attn_implementation", None) == NAME and not self.compile)
+                  and attn_ok and not self.compile and decode_graph.supported(self.model) is None)
             mode = "on" if ok else "off"
         if mode == "off":
             return "off"
@@ -254,6 +258,27 @@ class HFBackend(Backend):
         # A module that keeps its global (a mamba-ssm kernel is installed) is not ours to replace.
         return "spanlab" if module in ssd.install() else "transformers"
 
+    def _install_decode_kernels(self) -> str | None:
+        """Mamba2-family decode steps: spanlab's Triton conv/SSM-state kernels in place of
+        transformers' torch fallbacks (spanlab.models.mamba2_kernels; CUDA tensors only, a real
+        mamba-ssm / causal-conv1d kernel is kept), unless the kernel choice mamba2_decode=torch. Returns which
+        decode path the model's steps take, for the manifest."""
+        from spanlab.models import mamba2_kernels
+
+        if not self.arch.decode_kernels:
+            return None
+        if not mamba2_kernels.enabled():
+            mamba2_kernels.uninstall()
+            return "transformers"
+        module = type(self.model).__module__
+        done = mamba2_kernels.install()
+        # spanlab's own classes (Mamba2-Attn) run a mixer from the listed transformers module(s).
+        listed = [module] if module in self.arch.decode_kernels else list(self.arch.decode_kernels)
+        if not all(m in done for m in listed):  # a real kernel (mamba-ssm / causal-conv1d) stays
+            return "transformers"
+        usable = self.device.startswith("cuda") and mamba2_kernels._triton()[0] is not None
+        return "spanlab-triton" if usable else "transformers (CPU)"
+
     # -- identity -----------------------------------------------------------------------------
     @property
     def max_length(self) -> int | None:
@@ -279,6 +304,7 @@ class HFBackend(Backend):
             **({"attention_variant": self.variant} if self.variant else {}),
             "prefill": self.prefill.describe(),
             "ssd_scan": self.ssd_scan,
+            "decode_kernels": self.decode_kernels,
             "decode_graphs": self.decode_graphs,
             "fused": self.fused,
         }

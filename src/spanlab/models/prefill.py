@@ -127,16 +127,16 @@ def note(plan: PrefillPlan) -> None:
         print(f"note: prefilling prompts in one shot: {plan.reason}", file=sys.stderr, flush=True)
 
 
-def prefill_state(model: Any, plan: PrefillPlan, input_ids: Any, attention_mask: Any) -> Any:
+def prefill_state(model: Any, plan: PrefillPlan, input_ids: Any, attention_mask: Any, cache: Any = None) -> Any:
     """Feed `input_ids` (batch, n) through the model `plan.chunk` tokens at a time; return the cache.
 
     The attention mask passed with each chunk covers everything seen so far, as `generate` passes
     it; transformers trims it to the chunk for the SSM layers' padding zeroing, so left padding
-    is handled the same way as in one shot.
+    is handled the same way as in one shot. `cache`: an empty cache to fill (spanlab's decode-graph
+    cache, whose addresses its graph was captured on) instead of the one the first chunk makes.
     """
     # Only the cache is wanted; the last position's logits are the least a forward will compute.
     trim = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    cache = None
     n = input_ids.shape[1]
     for start in range(0, n, plan.chunk):
         end = min(start + plan.chunk, n)
@@ -174,7 +174,7 @@ def chunked_generate(model: Any, plan: PrefillPlan, input_ids: Any, attention_ma
         return model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config, **kwargs)
     # A user-supplied cache cannot be combined with a cache implementation in generate.
     gc.cache_implementation = None
-    cache = prefill_state(model, plan, input_ids[:, :cut], attention_mask[:, :cut])
+    cache = prefill_state(model, plan, input_ids[:, :cut], attention_mask[:, :cut], cache=kwargs.pop(plan.cache_arg, None))
     if generate_skips_cached_prompt(plan.cache_arg):
         # Renamed cache API: generate itself drops the prompt tokens the cache has seen, so it
         # gets the whole prompt (and returns it in `sequences`); it still feeds only the tail.

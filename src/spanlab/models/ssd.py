@@ -15,6 +15,16 @@ bias/softplus/limits, B/C groups shared by `heads // groups` heads), written as 
 products over the groups so that nothing larger than the (batch, chunks, heads, l, l) decay
 matrix is ever built, and B/C are never repeated over heads.
 
+Precision of the contractions. On CUDA with bf16/fp16 inputs, the large products (C·Bᵀ within
+each chunk, the decay-weighted scores times x, each chunk's end state from x and B, and C times
+the start states) take their operands in the input dtype and accumulate in float32 on the tensor
+cores, as mamba-ssm's kernels do; the cumulative sums, decays, the chunk-to-chunk recurrence and
+the states between chunks stay float32, and so does the output. Against the all-float32 path that
+costs bf16 rounding of those operands and products: about 3e-3 relative on random inputs (the
+tests bound it at 1e-2), the size of the gap between mamba-ssm's kernel and a float32 reference. CPU and float32 inputs keep
+float32 throughout; `SPANLAB_KERNELS=ssd_matmul=float32` (or `matmul_dtype=torch.float32`) asks for it on
+CUDA too.
+
 `install()` puts it in place of that module global in every such transformers module (idempotent;
 only where the global is still transformers' torch fallback, so a real mamba-ssm kernel is never
 displaced); `uninstall()` restores what was there. The HF backend installs it when it loads one
@@ -72,6 +82,7 @@ def ssd_chunk_scan(
     dt_softplus: bool = False,
     dt_limit: tuple[float, float] = (0.0, float("inf")),
     return_final_states: bool = False,
+    matmul_dtype: Any = None,
     **kwargs: Any,
 ):
     """Drop-in for transformers' `mamba2_chunk_scan`.
@@ -79,6 +90,7 @@ def ssd_chunk_scan(
     hidden_states (b, L, h, p), dt (b, L, h), A (h,), B and C (b, L, g, n) with h % g == 0,
     D (h,), dt_bias (h,), initial_states (b, h, p, n). Returns the float32 output (b, L, h, p)
     and, with `return_final_states`, the float32 state after the last position (b, h, p, n).
+    `matmul_dtype`: the operand dtype of the large contractions (None: `contraction_dtype`).
     """
     import torch
     import torch.nn.functional as F
@@ -93,6 +105,13 @@ def ssd_chunk_scan(
         raise ValueError(f"{h} heads cannot share {g} B/C groups evenly")
     r = h // g
     cs = int(chunk_size)
+    lo = contraction_dtype(hidden_states) if matmul_dtype is None else matmul_dtype
+
+    def mm(a, b_):
+        # Operands in `lo`, float32 accumulation inside the matmul, the product back in float32.
+        if lo == torch.float32:
+            return torch.matmul(a, b_)
+        return torch.matmul(a.to(lo), b_.to(lo)).float()
 
     # dt in its own dtype up to the clamp, then float32: the order transformers uses.
     if dt_bias is not None:
@@ -125,17 +144,17 @@ def ssd_chunk_scan(
 
     # 1. Within each chunk (diagonal blocks): y = (C B^T ∘ decay) x, an attention-like product.
     #    C B^T is per group (b, c, g, l, s); the decay matrix per head is the one (.., l, l) buffer.
-    scores = torch.matmul(Cc, Bc.transpose(-1, -2))
+    scores = mm(Cc, Bc.transpose(-1, -2))
     M = _segsum_exp(a)
     M = M.mul_(scores[:, :, :, None]) if not torch.is_grad_enabled() else M * scores[:, :, :, None]
     del scores
-    y = torch.matmul(M, x)  # (b, c, g, r, l, p)
+    y = mm(M, x)  # (b, c, g, r, l, p)
     del M
 
     # 2. Each chunk's own end state: sum_l decay(l -> end) x_l B_l^T, as (r·p, l) @ (l, n) per group.
     decay_to_end = torch.exp(a_cum[..., -1:] - a_cum)  # (b, c, g, r, l)
     xw = (x * decay_to_end[..., None]).transpose(-1, -2).reshape(b, c, g, r * p, cs)
-    states = torch.matmul(xw, Bc).view(b, c, h, p, n)
+    states = mm(xw, Bc).view(b, c, h, p, n)
     del xw
 
     # 3. Chunk-to-chunk recurrence: start state of chunk k = sum_{j<=k} decay(j -> k) state_j, with
@@ -154,7 +173,7 @@ def ssd_chunk_scan(
     # 4. Start state -> outputs of each chunk (off-diagonal blocks): decay(start -> l) C_l · state,
     #    as (l, n) @ (n, r·p) per group.
     st = start_states.permute(0, 2, 1, 4, 3).reshape(b, c, g, r, n, p).permute(0, 1, 2, 4, 3, 5)
-    y_off = torch.matmul(Cc, st.reshape(b, c, g, n, r * p)).view(b, c, g, cs, r, p).permute(0, 1, 2, 4, 3, 5)
+    y_off = mm(Cc, st.reshape(b, c, g, n, r * p)).view(b, c, g, cs, r, p).permute(0, 1, 2, 4, 3, 5)
     y = y + y_off * torch.exp(a_cum)[..., None]
 
     out = y.permute(0, 1, 4, 2, 3, 5).reshape(b, c * cs, h, p)
@@ -168,6 +187,16 @@ def ssd_chunk_scan(
     if return_final_states:
         return out, final_state
     return out
+
+
+def contraction_dtype(hidden_states: Any) -> Any:
+    """The operand dtype of the scan's large products: the input's half dtype on CUDA, else float32
+    (CPU, float32 inputs, or SPANLAB_KERNELS=ssd_matmul=float32)."""
+    import torch
+
+    if kernels.current().ssd_matmul == "float32" or not hidden_states.is_cuda or hidden_states.dtype not in (torch.bfloat16, torch.float16):
+        return torch.float32
+    return hidden_states.dtype
 
 
 def _is_torch_fallback(fn: Any) -> bool:

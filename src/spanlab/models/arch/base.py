@@ -138,6 +138,9 @@ class ArchProfile:
     # convert to it by default (the profiles' predicates exclude each other).
     conversion_target: str | None = None
     converts: Callable[[CheckpointLayout], bool] | None = None
+    # transformers modules whose decode steps call the module globals `causal_conv1d_update` and
+    # `mamba2_selective_state_update` (spanlab.models.mamba2_kernels replaces their torch fallbacks)
+    decode_kernels: tuple[str, ...] = ()
 
     # -- fine-tuning ----------------------------------------------------------------------------
     # HyLoRA's trainable groups; unknown models are searched for all of them.

@@ -11,8 +11,12 @@ MAMBA2 = ArchProfile(
     classes=frozenset({"Mamba2ForCausalLM"}),
     patchable=False,
     chunked_prefill={"Mamba2ForCausalLM": ("state", "cache_params", "cache_params")},
+    # Fixed-shape recurrent states updated in place: decode steps replay as CUDA graphs (decode_graph).
+    static_cache=True,
+    cuda_graphs=True,
     ssd_scan=True,
     ssd_modules=("transformers.models.mamba2.modeling_mamba2",),
+    decode_kernels=("transformers.models.mamba2.modeling_mamba2",),
     hylora_groups=("embeddings", "norms", "ssm_conv"),
     zoo="mamba2",
     zoo_builder="spanlab.zoo.architectures:mamba2",

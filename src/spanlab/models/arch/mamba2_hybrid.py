@@ -5,6 +5,13 @@ HyLoRA trains their SSM convs; the Mamba2 ones run spanlab's SSD scan."""
 from spanlab.models.arch.base import ArchProfile, CheckpointLayout, ZooShape
 
 _GENERATE = ("generate", "past_key_values", "past_key_values")
+_MODULES = (
+    "transformers.models.bamba.modeling_bamba",
+    "transformers.models.zamba2.modeling_zamba2",
+    "transformers.models.falcon_h1.modeling_falcon_h1",
+    "transformers.models.nemotron_h.modeling_nemotron_h",
+    "transformers.models.granitemoehybrid.modeling_granitemoehybrid",
+)
 
 
 def _converts(c: CheckpointLayout) -> bool:
@@ -23,14 +30,12 @@ MAMBA2_HYBRID = ArchProfile(
                        "GraniteMoeHybridForCausalLM"}),
     # transformers' own prefill_chunk_size slices ids, mask and positions as one-shot generate sees them.
     chunked_prefill={"BambaForCausalLM": _GENERATE, "Zamba2ForCausalLM": _GENERATE, "FalconH1ForCausalLM": _GENERATE},
+    # Fixed-shape recurrent states updated in place: decode steps replay as CUDA graphs (decode_graph).
+    static_cache=True,
+    cuda_graphs=True,
     ssd_scan=True,
-    ssd_modules=(
-        "transformers.models.bamba.modeling_bamba",
-        "transformers.models.zamba2.modeling_zamba2",
-        "transformers.models.falcon_h1.modeling_falcon_h1",
-        "transformers.models.nemotron_h.modeling_nemotron_h",
-        "transformers.models.granitemoehybrid.modeling_granitemoehybrid",
-    ),
+    ssd_modules=_MODULES,
+    decode_kernels=_MODULES,
     hylora_groups=("lora", "embeddings", "norms", "ssm_conv"),
     zoo="hybrid",
     zoo_aliases=("bamba", "mamba2-hybrid", "mamba2hybrid"),

@@ -16,6 +16,7 @@ MAMBA2ATTN = ArchProfile(
     chunked_prefill={"M2AForCausalLM": ("generate", "past_key_values", "past_key_values")},
     ssd_scan=True,
     ssd_modules=("transformers.models.bamba.modeling_bamba",),
+    decode_kernels=("transformers.models.bamba.modeling_bamba",),
     hylora_groups=("lora", "embeddings", "norms", "ssm_conv"),
     # Only this class has mamba_ssm's conv-QKV attention, MHA MLP branch, rotary-free heads and split biases.
     conversion_target="mamba2attn",

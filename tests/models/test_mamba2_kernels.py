@@ -97,7 +97,7 @@ def test_cpu_calls_go_to_the_original_function(clean):
     assert torch.equal(state, s2)
 
 
-def test_backend_records_the_decode_path_and_the_off_switch(clean, monkeypatch, tokenizer, tmp_path):
+def test_backend_records_the_decode_path_and_the_off_switch(clean, kernel_choices, tokenizer, tmp_path):
     import transformers as T
 
     from spanlab.models.hf import HFBackend
@@ -108,7 +108,7 @@ def test_backend_records_the_decode_path_and_the_off_switch(clean, monkeypatch, 
     tokenizer.save_pretrained(tmp_path)
     assert HFBackend(str(tmp_path), device="cpu").describe()["decode_kernels"] == "transformers (CPU)"
     assert mk.installed(MAMBA2)
-    monkeypatch.setenv(mk.ENV, "0")
+    kernel_choices("mamba2_decode=torch")
     assert HFBackend(str(tmp_path), device="cpu").describe()["decode_kernels"] == "transformers"
     assert not mk.installed(MAMBA2)
     llama = T.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,

@@ -60,8 +60,9 @@ class KernelSettings(BaseModel):
     ssd_matmul: Literal["auto", "float32"] = Field(
         "auto", description="operands of the SSD scan's large products: auto = the input's half dtype on CUDA "
         "(float32 accumulation), float32 elsewhere; float32 = float32 everywhere")
-    mamba2_decode: Literal["auto", "triton", "torch"] = Field(
-        "auto", description="Mamba2 one-token decode step: auto = triton on CUDA, else torch")
+    mamba2_decode: Literal["auto", "torch"] = Field(
+        "auto", description="Mamba2-family decode step (conv and SSM state updates): auto = spanlab's Triton "
+        "kernels for CUDA tensors, transformers' functions otherwise; torch = transformers' functions always")
 
     def changed(self) -> dict[str, str]:
         """The choices that differ from the defaults (what a run forced)."""

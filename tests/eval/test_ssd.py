@@ -14,6 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from spanlab.models import ssd
+from spanlab.models.hf_compat import is_torch_fallback
 
 
 def reference_scan():
@@ -22,7 +23,7 @@ def reference_scan():
     from transformers.models.mamba2 import modeling_mamba2
 
     fn = modeling_mamba2.mamba2_chunk_scan
-    assert fn is not ssd.ssd_chunk_scan and ssd._is_torch_fallback(fn)
+    assert fn is not ssd.ssd_chunk_scan and is_torch_fallback(fn, ssd.GLOBAL)
     return fn
 
 

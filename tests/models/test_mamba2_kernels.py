@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch")
 
 from spanlab.models import mamba2_kernels as mk  # noqa: E402
 from spanlab.models.arch import ARCHS  # noqa: E402
+from spanlab.models.hf_compat import is_torch_fallback  # noqa: E402
 
 HERE = pathlib.Path(__file__).parent
 MAMBA2 = "transformers.models.mamba2.modeling_mamba2"
@@ -46,7 +47,7 @@ def test_profiles_list_every_mamba2_family_module():
         for module in ARCHS[name].decode_kernels:
             mod = importlib.import_module(module)
             for glob in mk.GLOBALS:  # the names the mixers look up exist there
-                assert mk.is_torch_fallback(getattr(mod, glob), glob), (module, glob)
+                assert is_torch_fallback(getattr(mod, glob), glob), (module, glob)
 
 
 def test_install_is_idempotent_and_uninstall_restores(clean):

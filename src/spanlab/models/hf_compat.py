@@ -103,6 +103,21 @@ def kernel_closure(fn: Any) -> Any:
     return fn
 
 
+def is_torch_fallback(fn: Any, name: str) -> bool:
+    """True when `fn` is transformers' own pure-torch `name` (e.g. `mamba2_chunk_scan`), not a
+    mamba-ssm / causal-conv1d / hub kernel behind transformers' wrapper: spanlab replaces only the
+    former, so a real kernel is never displaced."""
+    fn = kernel_closure(fn)  # transformers >= 5.25 wraps the closure in a `kernels` Func module
+    try:
+        nonlocals = inspect.getclosurevars(fn).nonlocals
+    except (TypeError, ValueError):
+        nonlocals = {}
+    if "is_new_implementation" in nonlocals:  # use_kernel_func_from_hub_with_fallback's wrapper
+        return not nonlocals["is_new_implementation"]
+    # Unwrapped function (older/newer transformers): its own module's torch code.
+    return getattr(fn, "__module__", "").startswith("transformers.models.") and getattr(fn, "__name__", "") == name
+
+
 def _is_module(obj: Any) -> bool:
     try:
         import torch

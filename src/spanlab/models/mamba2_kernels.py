@@ -36,11 +36,11 @@ from __future__ import annotations
 
 import functools
 import importlib
-import inspect
 from typing import Any
 
 from spanlab import kernels
 from spanlab.models.arch import ARCHS
+from spanlab.models.hf_compat import is_torch_fallback
 
 CONV = "causal_conv1d_update"
 SSM = "mamba2_selective_state_update"
@@ -285,21 +285,6 @@ def make_ssm_update(fallback):
 
 
 _MAKERS = {CONV: make_conv_update, SSM: make_ssm_update}
-
-
-def is_torch_fallback(fn: Any, name: str) -> bool:
-    """True when `fn` is transformers' pure-torch function, not a mamba-ssm / causal-conv1d / hub
-    kernel behind transformers' wrapper (those are never displaced)."""
-    from spanlab.models.hf_compat import kernel_closure
-
-    fn = kernel_closure(fn)  # transformers >= 5.25 wraps the closure in a `kernels` Func module
-    try:
-        nonlocals = inspect.getclosurevars(fn).nonlocals
-    except (TypeError, ValueError):
-        nonlocals = {}
-    if "is_new_implementation" in nonlocals:  # use_kernel_func_from_hub_with_fallback's wrapper
-        return not nonlocals["is_new_implementation"]
-    return getattr(fn, "__module__", "").startswith("transformers.models.") and getattr(fn, "__name__", "") == name
 
 
 def installed_here(fn: Any) -> bool:

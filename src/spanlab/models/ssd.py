@@ -34,11 +34,11 @@ of these architectures unless the kernel choice is `ssd=off` (spanlab.kernels).
 from __future__ import annotations
 
 import importlib
-import inspect
 from typing import Any
 
 from spanlab import kernels
 from spanlab.models.arch import ARCHS
+from spanlab.models.hf_compat import is_torch_fallback
 
 # transformers modules that define the fallback: the `ssd_modules` of the architecture profiles
 # with `ssd_scan` (spanlab.models.arch); the names are looked up at install time, so a release
@@ -199,21 +199,6 @@ def contraction_dtype(hidden_states: Any) -> Any:
     return hidden_states.dtype
 
 
-def _is_torch_fallback(fn: Any) -> bool:
-    """True when `fn` is transformers' pure-torch scan, not a mamba-ssm/hub kernel behind its wrapper."""
-    from spanlab.models.hf_compat import kernel_closure
-
-    fn = kernel_closure(fn)  # transformers >= 5.25 wraps the closure in a `kernels` Func module
-    try:
-        nonlocals = inspect.getclosurevars(fn).nonlocals
-    except (TypeError, ValueError):
-        nonlocals = {}
-    if "is_new_implementation" in nonlocals:  # transformers' use_kernel_func_from_hub_with_fallback wrapper
-        return not nonlocals["is_new_implementation"]
-    # Unwrapped function (older/newer transformers): its own module's torch code.
-    return getattr(fn, "__module__", "").startswith("transformers.models.") and getattr(fn, "__name__", "") == GLOBAL
-
-
 def install() -> list[str]:
     """Replace transformers' torch `mamba2_chunk_scan` with `ssd_chunk_scan` in every Mamba2-family
     modeling module that has it; returns the modules now using it. Idempotent. A module whose
@@ -228,7 +213,7 @@ def install() -> list[str]:
         if cur is ssd_chunk_scan:
             done.append(name)
             continue
-        if cur is None or not _is_torch_fallback(cur):
+        if cur is None or not is_torch_fallback(cur, GLOBAL):
             continue
         _saved[name] = cur
         setattr(mod, GLOBAL, ssd_chunk_scan)

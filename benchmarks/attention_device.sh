@@ -13,14 +13,8 @@ set -u
 OUT=${OUT:-attention-device-out}
 mkdir -p "$OUT"
 
-phase() {
-    local name=$1 limit=$2
-    shift 2
-    echo "=== $name (limit ${limit} s)"
-    local t0=$SECONDS
-    timeout "$limit" "$@" > >(tee "$OUT/$name.txt") 2>&1
-    echo "=== $name: exit ${?} after $((SECONDS - t0)) s"
-}
+# shellcheck source=benchmarks/phase.sh
+source "$(dirname "$0")/phase.sh"
 
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv
 python3 -c "import torch, triton; print('torch', torch.__version__, 'cudnn', torch.backends.cudnn.version(), 'triton', triton.__version__)"

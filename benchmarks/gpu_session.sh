@@ -36,14 +36,8 @@ OUT=${OUT:-gpu-session-out}
 mkdir -p "$OUT"
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 
-phase() {
-    local name=$1 limit=$2
-    shift 2
-    echo "=== $name (limit ${limit} s)"
-    local t0=$SECONDS
-    timeout "$limit" "$@" > >(tee "$OUT/$name.txt") 2>&1
-    echo "=== $name: exit ${?} after $((SECONDS - t0)) s"
-}
+# shellcheck source=benchmarks/phase.sh
+source "$(dirname "$0")/phase.sh"
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"

@@ -13,21 +13,6 @@ import yaml
 from spanlab.errors import SpanlabError
 from spanlab.study import Study, load_study
 
-
-@pytest.fixture(scope="module")
-def random_model(tmp_path_factory):
-    from spanlab.tasks import load_tokenizer
-    from spanlab.zoo import build_model
-
-    d = tmp_path_factory.mktemp("model")
-    tok = load_tokenizer(None)
-    m = build_model("transformer", "tiny", vocab_size=len(tok), seed=0, pad_token_id=tok.pad_token_id,
-                    eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
-    m.save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
-
-
 _FT = {"peft": "lora", "steps": 1, "micro_batch_size": 1, "grad_accum": 1, "mixed_precision": "no",
        "gradient_checkpointing": False, "rank": 4, "alpha": 8, "save_every": 0}
 

@@ -19,21 +19,6 @@ from spanlab.study import Study, load_study, resolve_length
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def random_model(tmp_path_factory):
-    """A random-weight tiny Transformer++ with the built-in tokenizer: enough to drive the pipeline."""
-    from spanlab.tasks import load_tokenizer
-    from spanlab.zoo import build_model
-
-    d = tmp_path_factory.mktemp("model")
-    tok = load_tokenizer(None)
-    m = build_model("transformer", "tiny", vocab_size=len(tok), seed=0, pad_token_id=tok.pad_token_id,
-                    eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
-    m.save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
-
-
 def _write(tmp_path: Path, cfg: dict) -> Path:
     p = tmp_path / "study.yaml"
     p.write_text(yaml.safe_dump(cfg))

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from spanlab.errors import SpanlabError
+from spanlab.models.arch.base import registry_attention_modules
 
 IMPL_NAME = "spanlab_eval_variant"
 PREFIX = "spanlab-variant:"  # HFBackend's attn_implementation channel: "spanlab-variant:<spec>"
@@ -218,29 +219,12 @@ def _register() -> None:
     ALL_MASK_ATTENTION_FUNCTIONS.register(IMPL_NAME, _no_mask)
 
 
-def attention_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """Modules that dispatch through transformers' attention registry."""
-    import inspect
-
-    found, seen = [], {}
-    for module in model.modules():
-        t = type(module)
-        if t not in seen:
-            try:
-                seen[t] = "ALL_ATTENTION_FUNCTIONS" in inspect.getsource(t.forward)
-            except (OSError, TypeError):
-                seen[t] = t.__name__.endswith("Attention") and hasattr(module, "o_proj")
-        if seen[t]:
-            found.append(module)
-    return found
-
-
 def install(model: torch.nn.Module, rule: EvalRule) -> torch.nn.Module:
     """Run every attention layer of a transformers model under `rule` (in place; returns `model`).
 
     Generate with a dynamic cache (the default without `cache_implementation`): a static cache
     hands over its whole preallocated length as keys, and positions would be read wrong."""
-    layers = attention_layers(model)
+    layers = registry_attention_modules(model)
     if not layers:
         raise SpanlabError(f"{type(model).__name__} has no attention layers that use transformers' attention "
                            "registry; --attention sw/se needs a Llama-family, Bamba or Zamba2 model")

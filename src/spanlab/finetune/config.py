@@ -182,22 +182,11 @@ class FinetuneConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> FinetuneConfig:
-        p = Path(path)
-        raw = _read_yaml(p)
-        raw.update({k: v for k, v in overrides.items() if v is not None})
-        missing = [k for k in ("model", "out") if raw.get(k) is None]
-        if missing:
-            raise SpanlabError(f"{p}: no {', '.join(missing)}; set it in the file or pass --{missing[0]}")
-        return cls.parse(raw, source=str(p))
+        return _from_yaml(cls, path, overrides, required=("model", "out"))
 
     @classmethod
     def parse(cls, raw: dict[str, Any], source: str = "options") -> FinetuneConfig:
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(x) for x in first["loc"]) or "config"
-            raise SpanlabError(f"{source}: {where}: {first['msg']}") from None
+        return _parse(cls, raw, source)
 
 
 class PplConfig(BaseModel):
@@ -262,12 +251,7 @@ class PplConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> PplConfig:
-        raw = _read_yaml(path)
-        raw.update({k: v for k, v in overrides.items() if v is not None})
-        missing = [k for k in ("model", "data") if raw.get(k) is None]
-        if missing:
-            raise SpanlabError(f"{path}: no {', '.join(missing)}; set it in the file or pass --{missing[0]}")
-        return _parse(cls, raw, source=str(path))
+        return _from_yaml(cls, path, overrides, required=("model", "data"))
 
 
 def _patchable(name: str) -> str:
@@ -289,6 +273,16 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise SpanlabError(f"{p}: expected a mapping of settings at the top level")
     return raw
+
+
+def _from_yaml(model: Any, path: str | Path, overrides: dict[str, Any], required: tuple[str, ...]) -> Any:
+    """A config file's settings, with the command line's (`overrides`, None = not given) on top."""
+    raw = _read_yaml(path)
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    missing = [k for k in required if raw.get(k) is None]
+    if missing:
+        raise SpanlabError(f"{path}: no {', '.join(missing)}; set it in the file or pass --{missing[0]}")
+    return _parse(model, raw, source=str(path))
 
 
 def _parse(model: Any, raw: dict[str, Any], source: str) -> Any:

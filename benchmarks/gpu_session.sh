@@ -29,7 +29,8 @@
 #            activation offload); the whole phase needs ~25 min: give it its own call(s) via ftmem1/ftmem2
 # mamba2fast: GPU tests of the Mamba2 decode kernels / recurrent graphs / bf16 SSD, then
 #            benchmarks/recurrent_decode.py (ms per step, Mamba2 1.3B/2.7B vs Llama, batch 1 and 16)
-#            and benchmarks/ssd_speed.py prefill (TFLOP/s-equivalent, bf16 vs float32 contractions)
+#            and benchmarks/ssd_speed.py scan + prefill (the fused Triton scan vs the torch scan: GB/s-eq
+#            of the scan alone, TFLOP/s-equivalent of a 1B prefill)
 # mamba2fast-seeds: benchmarks/seed_models.py at 16K for the Mamba2 family and their Llamas
 set -u
 OUT=${OUT:-gpu-session-out}
@@ -116,10 +117,10 @@ ftmem2)
 mamba2fast)
     phase mamba2fast_tests 150 python3 -m pytest -q -m gpu -p no:cacheprovider -o timeout=120 \
         tests/models/test_mamba2_kernels.py tests/models/test_mamba2_kernels_ssd.py tests/models/test_recurrent_graph.py \
-        tests/eval/test_ssd.py tests/eval/test_decode_graph.py
-    phase recurrent_decode 240 python3 benchmarks/recurrent_decode.py --out "$OUT/recurrent_decode.json"
-    phase ssd_prefill 180 python3 benchmarks/ssd_speed.py --parts prefill --scans spanlab spanlab-f32 \
+        tests/eval/test_ssd.py tests/eval/test_ssd_triton.py tests/eval/test_decode_graph.py
+    phase ssd_prefill 200 python3 benchmarks/ssd_speed.py --parts scan prefill --scans spanlab spanlab-torch \
         --out "$OUT/ssd_speed.json"
+    phase recurrent_decode 240 python3 benchmarks/recurrent_decode.py --out "$OUT/recurrent_decode.json"
     ;;
 mamba2fast-seeds)
     phase seeds_16k "${2:-560}" python3 benchmarks/seed_models.py --out "$OUT/seed_16k" --lengths 16384 \

@@ -4,9 +4,12 @@ Prefill: one forward of a random bf16 ~1B Mamba2 (36 layers, d_model 2048, 64 he
 128, chunk 256) at batch 1 and at the eval engine's batch, one shot and chunked (as `--prefill-chunk`
 feeds it); tokens/s and peak GPU memory. Training: forward + backward of 18M and 97M Mamba2s. Each
 with the scan transformers ships and with spanlab's (`ssd.install()`), and optionally the latter
-under torch.compile. `spanlab` runs the scan's large contractions with bf16 operands (float32
-accumulation, the default on CUDA); `spanlab-f32` is the same scan with float32 operands
-(SPANLAB_KERNELS=ssd_matmul=float32). The prefill table's `TFLOP/s-eq` column is 2 x parameters x tokens /
+under torch.compile. `spanlab` is the default on CUDA: the fused Triton chunk scan
+(spanlab.models.ssd_triton) for bf16 inputs without gradients, the torch scan for training;
+`spanlab-torch` is the batched-matmul torch scan with bf16 operands and float32 accumulation
+(SPANLAB_KERNELS=ssd=torch); `spanlab-f32` the torch scan with float32 operands
+(SPANLAB_KERNELS=ssd=torch,ssd_matmul=float32). `--parts scan` times the scan alone at one 1B
+layer's geometry (16K tokens), each scan against the bytes it must move at least. The prefill table's `TFLOP/s-eq` column is 2 x parameters x tokens /
 seconds: the rate a dense model of that size would need to match, the issue-13 figure (target 250).
 
     python benchmarks/ssd_speed.py --out ssd.json
@@ -43,8 +46,9 @@ def timed(fn, reps: int = 3) -> tuple[float, float]:
 
 def use(scan: str) -> None:
     ssd.uninstall()
-    kernels.configure({"ssd_matmul": "float32"} if scan == "spanlab-f32" else None)
-    if scan == "spanlab-f32":
+    forced = {"spanlab-f32": {"ssd": "torch", "ssd_matmul": "float32"}, "spanlab-torch": {"ssd": "torch"}}
+    kernels.configure(forced.get(scan))
+    if scan in forced:
         scan = "spanlab"
     if scan == "spanlab":
         ssd.install()
@@ -64,8 +68,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     # "spanlab+compile" (torch.compile of the scan) is available but not default: torch 2.11's
     # inductor failed to generate code for its cumsum (InductorError, 2026-11-23).
-    ap.add_argument("--scans", nargs="+", default=["transformers", "spanlab", "spanlab-f32"])
-    ap.add_argument("--parts", nargs="+", default=["prefill", "train"])
+    ap.add_argument("--scans", nargs="+", default=["transformers", "spanlab", "spanlab-torch", "spanlab-f32"])
+    ap.add_argument("--parts", nargs="+", default=["scan", "prefill", "train"])
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -75,6 +79,8 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
+    if "scan" in args.parts:
+        scan_cases(args.scans, record)
     if "prefill" in args.parts:
         prefill_cases(args.scans, record)
     if "train" in args.parts:
@@ -84,12 +90,38 @@ def main() -> None:
           f"{'TFLOP/s-eq':>10s} {'peak GiB':>8s}")
     for r in rows:
         if "s" in r:
-            tf = f"{r['tflops']:10.1f}" if "tflops" in r else f"{'-':>10s}"
-            print(f"{r['kind']:8s} {r['scan']:16s} {r.get('mode', ''):13s} {r['batch']:5d} {r['length']:6d} {r['s']:8.3f} "
+            tf = f"{r['tflops']:10.1f}" if "tflops" in r else (f"{r['gbps_eq']:7d}GBs" if "gbps_eq" in r else f"{'-':>10s}")
+            print(f"{r['kind']:8s} {r['scan']:16s} {r.get('mode', ''):13s} {r['batch']:5d} {r['length']:6d} {r['s']:8.4f} "
                   f"{r['tok_per_s']:9d} {tf} {r['peak_gib']:8.1f}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=2)
+
+
+def scan_cases(scans, record) -> None:
+    """The scan alone at a 1B Mamba2 layer's geometry (64 heads x 64, state 128, 1 group, chunk
+    256), 16K tokens, bf16 inputs, inference mode. Floor: x read once (bf16), B and C read once,
+    the float32 output written once; `GB/s-eq` = those bytes over the time."""
+    b, L, h, p, n = 1, 16384, 64, 64, 128
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(b, L, h, p, device="cuda", generator=gen, dtype=torch.bfloat16)
+    dt = torch.randn(b, L, h, device="cuda", generator=gen, dtype=torch.bfloat16)
+    A = -(torch.rand(h, device="cuda", generator=gen) * 3 + 0.1)
+    B = torch.randn(b, L, 1, n, device="cuda", generator=gen, dtype=torch.bfloat16) * 0.5
+    C = torch.randn(b, L, 1, n, device="cuda", generator=gen, dtype=torch.bfloat16) * 0.5
+    D = torch.randn(h, device="cuda", generator=gen)
+    dtb = torch.randn(h, device="cuda", generator=gen)
+    floor_bytes = x.numel() * 2 + B.numel() * 2 * 2 + x.numel() * 4
+    for scan in scans:
+        if scan in ("transformers", "spanlab+compile"):
+            continue  # transformers' does not fit at 16K; compile is measured in the prefill rows
+        use(scan)
+        fn = getattr(__import__(ssd.MODULES[0], fromlist=["x"]), ssd.GLOBAL)
+        with torch.inference_mode():
+            s, peak = timed(lambda fn=fn: fn(x, dt, A, B, C, 256, D=D, dt_bias=dtb, dt_softplus=True,  # noqa: E731
+                                             return_final_states=True), reps=10)
+        record(kind="scan", scan=scan, mode="16K layer", batch=b, length=L, s=round(s, 5), tok_per_s=round(b * L / s),
+               gbps_eq=round(floor_bytes / s / 1e9), peak_gib=round(peak, 2))
 
 
 def prefill_cases(scans, record) -> None:

@@ -54,9 +54,10 @@ class KernelSettings(BaseModel):
         "auto", description="decode steps as CUDA graphs over static caches where the model allows; off = eager")
     fused: Literal["auto", "off"] = Field(
         "auto", description="fused RMSNorm / SwiGLU / rotary Triton kernels of Llama-family models on CUDA")
-    ssd: Literal["auto", "off"] = Field(
-        "auto", description="spanlab's linear-memory SSD scan in place of transformers' torch fallback "
-        "(Mamba2 family); off = transformers' own")
+    ssd: Literal["auto", "torch", "off"] = Field(
+        "auto", description="Mamba2-family SSD scan in place of transformers' torch fallback: auto = spanlab's "
+        "fused Triton chunk scan for CUDA half-precision inputs that need no gradient, its linear-memory "
+        "torch scan otherwise; torch = the torch scan always; off = transformers' own")
     ssd_matmul: Literal["auto", "float32"] = Field(
         "auto", description="operands of the SSD scan's large products: auto = the input's half dtype on CUDA "
         "(float32 accumulation), float32 elsewhere; float32 = float32 everywhere")

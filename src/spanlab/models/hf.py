@@ -256,7 +256,21 @@ class HFBackend(Backend):
             ssd.uninstall()
             return "transformers"
         # A module that keeps its global (a mamba-ssm kernel is installed) is not ours to replace.
-        return "spanlab" if module in ssd.install() else "transformers"
+        if module not in ssd.install():
+            return "transformers"
+        return "spanlab+triton" if self._fused_ssd() else "spanlab"
+
+    def _fused_ssd(self) -> bool:
+        """Whether evaluation calls take the fused Triton scan (spanlab.models.ssd_triton): a CUDA
+        half-precision model, Triton importable, the kernel choice `ssd=auto`."""
+        import torch
+
+        from spanlab import kernels
+        from spanlab.models import ssd_triton
+
+        p = next(self.model.parameters(), None)
+        return (p is not None and p.is_cuda and p.dtype in (torch.bfloat16, torch.float16) and ssd_triton.available()
+                and kernels.current().ssd == "auto" and kernels.current().ssd_matmul != "float32")
 
     def _install_decode_kernels(self) -> str | None:
         """Mamba2-family decode steps: spanlab's Triton conv/SSM-state kernels in place of

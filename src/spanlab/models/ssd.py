@@ -25,6 +25,10 @@ tests bound it at 1e-2), the size of the gap between mamba-ssm's kernel and a fl
 float32 throughout; `SPANLAB_KERNELS=ssd_matmul=float32` (or `matmul_dtype=torch.float32`) asks for it on
 CUDA too.
 
+Evaluation calls (CUDA half-precision inputs, no gradient wanted) go to the fused Triton forward of
+`spanlab.models.ssd_triton`, which never materialises the decay matrix; `ssd=torch` keeps this
+torch scan for them too.
+
 `install()` puts it in place of that module global in every such transformers module (idempotent;
 only where the global is still transformers' torch fallback, so a real mamba-ssm kernel is never
 displaced); `uninstall()` restores what was there. The HF backend installs it when it loads one
@@ -51,7 +55,7 @@ GLOBAL = "mamba2_chunk_scan"
 _saved: dict[str, Any] = {}
 
 
-def _segsum_exp(a):
+def segsum_exp(a):
     """exp(segment sums) of `a` (..., l): out[..., i, j] = exp(a[j+1] + ... + a[i]) for i >= j, else 0.
 
     The same masked-cumsum construction as transformers' `segment_sum` (not cumsum differences,
@@ -120,6 +124,12 @@ def ssd_chunk_scan(
         dt = F.softplus(dt)
     dt = torch.clamp(dt, min=dt_limit[0], max=dt_limit[1]).float()
 
+    if _fused(hidden_states, dt, A, B, C, D, initial_states, cs, matmul_dtype):
+        from spanlab.models import ssd_triton
+
+        out, final = ssd_triton.chunk_scan(hidden_states, dt, A, B, C, cs, D=D, initial_states=initial_states)
+        return (out, final) if return_final_states else out
+
     x = hidden_states.float()
     D_residual = D[:, None] * x if D is not None else None
     x = x * dt[..., None]
@@ -145,7 +155,7 @@ def ssd_chunk_scan(
     # 1. Within each chunk (diagonal blocks): y = (C B^T ∘ decay) x, an attention-like product.
     #    C B^T is per group (b, c, g, l, s); the decay matrix per head is the one (.., l, l) buffer.
     scores = mm(Cc, Bc.transpose(-1, -2))
-    M = _segsum_exp(a)
+    M = segsum_exp(a)
     M = M.mul_(scores[:, :, :, None]) if not torch.is_grad_enabled() else M * scores[:, :, :, None]
     del scores
     y = mm(M, x)  # (b, c, g, r, l, p)
@@ -165,7 +175,7 @@ def ssd_chunk_scan(
         prev = torch.zeros_like(states[:, :1])
     states = torch.cat([prev, states], dim=1)  # (b, c+1, h, p, n)
     chunk_decay = F.pad(a_cum[..., -1].reshape(b, c, h).transpose(1, 2), (1, 0))  # (b, h, c+1)
-    decay_chunk = _segsum_exp(chunk_decay)  # (b, h, c+1, c+1)
+    decay_chunk = segsum_exp(chunk_decay)  # (b, h, c+1, c+1)
     new_states = torch.matmul(decay_chunk, states.permute(0, 2, 1, 3, 4).reshape(b, h, c + 1, p * n))
     new_states = new_states.view(b, h, c + 1, p, n)
     start_states, final_state = new_states[:, :, :-1], new_states[:, :, -1]
@@ -187,6 +197,23 @@ def ssd_chunk_scan(
     if return_final_states:
         return out, final_state
     return out
+
+
+def _fused(x, dt, A, B, C, D, initial_states, chunk_size: int, matmul_dtype: Any) -> bool:
+    """Whether the fused Triton forward (spanlab.models.ssd_triton) computes this call: half-precision
+    inputs on CUDA (or Triton's CPU interpreter, for the tests), no gradient wanted, a chunk its
+    tiles divide, the kernel choice not `ssd=torch`, and no float32 contractions asked for."""
+    import torch
+
+    from spanlab.models import ssd_triton
+
+    if kernels.current().ssd != "auto" or x.dtype not in (torch.bfloat16, torch.float16):
+        return False
+    if matmul_dtype is not None and matmul_dtype == torch.float32 or kernels.current().ssd_matmul == "float32":
+        return False
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, dt, A, B, C, D, initial_states)):
+        return False
+    return ssd_triton.supports(x, B, chunk_size)
 
 
 def contraction_dtype(hidden_states: Any) -> Any:

@@ -31,6 +31,8 @@
 #            benchmarks/recurrent_decode.py (ms per step, Mamba2 1.3B/2.7B vs Llama, batch 1 and 16)
 #            and benchmarks/ssd_speed.py scan + prefill (the fused Triton scan vs the torch scan: GB/s-eq
 #            of the scan alone, TFLOP/s-equivalent of a 1B prefill)
+# mamba2prof: recurrent_decode.py --profile 16 for Llama-1B / Mamba2-1.3B at batch 1 and 16: device
+#            ms per decode step by kernel (where batch 16's 8.5 ms against Llama's 2.5 goes)
 # mamba2fast-seeds: benchmarks/seed_models.py at 16K for the Mamba2 family and their Llamas
 set -u
 OUT=${OUT:-gpu-session-out}
@@ -122,12 +124,16 @@ mamba2fast)
         --out "$OUT/ssd_speed.json"
     phase recurrent_decode 240 python3 benchmarks/recurrent_decode.py --out "$OUT/recurrent_decode.json"
     ;;
+mamba2prof)
+    phase mamba2prof "${2:-240}" python3 benchmarks/recurrent_decode.py --models llama-1b,mamba2-1.3b --batches 1,16 \
+        --profile 16 --out "$OUT/recurrent_decode_profile.json"
+    ;;
 mamba2fast-seeds)
     phase seeds_16k "${2:-560}" python3 benchmarks/seed_models.py --out "$OUT/seed_16k" --lengths 16384 \
         --archs llama-1b,zamba2-1.2b,sheared-llama-2.7b,mamba2-2.7b,mamba2attn-2.7b
     ;;
 *)
-    echo "usage: gpu_session.sh tests|seeds1|seeds2|attention|eval|replicate|ftmem|ftmem1|ftmem2|mamba2fast|mamba2fast-seeds [limit_s]" >&2
+    echo "usage: gpu_session.sh tests|seeds1|seeds2|attention|eval|replicate|ftmem|ftmem1|ftmem2|mamba2fast|mamba2prof|mamba2fast-seeds [limit_s]" >&2
     exit 2
     ;;
 esac

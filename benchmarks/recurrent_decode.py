@@ -8,6 +8,12 @@ decodes exactly `--new` tokens. A step's cost is (T(1 + new) - T(1)) / new: gene
 
     python benchmarks/recurrent_decode.py --out /tmp/decode.json                          # GPU
     python benchmarks/recurrent_decode.py --tiny --device cpu --batches 1 --new 4 --out /tmp/d.json   # smoke
+    python benchmarks/recurrent_decode.py --models mamba2-1.3b --profile 16                # where a step's device time goes
+
+`--profile N` also runs N decode steps of each eager path (`transformers`, `kernels`) under
+torch.profiler and prints the kernels by device time per step: their sum is what the CUDA-graph
+path cannot go below, so the gap between it and `kernels+graphs` is launch overhead left, and the
+top rows say which kernel to fuse or speed up next.
 
 Paths (column `path`): mamba2 `transformers` = mamba2_decode=torch, decode graphs off;
 `kernels` = the Triton kernels, graphs off; `kernels+graphs` = both (the backend's default on
@@ -93,6 +99,40 @@ def step_ms(b, batch: int, prompt: int, new: int, repeat: int) -> tuple[float, f
     return (full - one) / new, one
 
 
+def profile_steps(b, batch: int, prompt: int, new: int, top: int = 15) -> list[dict]:
+    """Device time per decode step by kernel over `new` steps (prefill, a one-token generate, is
+    profiled too and subtracted)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from spanlab.models.prefill import chunked_generate
+
+    ids = torch.randint(5, 500, (batch, prompt), device=b.device)
+    mask = torch.ones_like(ids)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if b.device.startswith("cuda") else [])
+
+    def table(n: int) -> dict[str, float]:
+        gc, extra = b.generation_setup(ids.shape, n, min_new_tokens=n, eos=False)
+        with torch.inference_mode(), profile(activities=acts) as prof:
+            chunked_generate(b.model, b.prefill, ids, mask, gc, **extra)
+            if b.device.startswith("cuda"):
+                torch.cuda.synchronize()
+        cuda = b.device.startswith("cuda")
+        out: dict[str, float] = {}
+        for e in prof.key_averages():
+            us = (e.self_device_time_total if cuda else e.self_cpu_time_total)
+            if us > 0 and (not cuda or e.device_type == torch.autograd.DeviceType.CUDA):
+                out[e.key] = out.get(e.key, 0.0) + us
+        return out
+
+    table(1 + new)  # warm-up
+    one, full = table(1), table(1 + new)
+    per_step = {k: (full.get(k, 0.0) - one.get(k, 0.0)) / new / 1e3 for k in full}
+    rows = sorted(({"kernel": k[:90], "ms_per_step": round(v, 4)} for k, v in per_step.items() if v > 0),
+                  key=lambda r: -r["ms_per_step"])
+    return [{"kernel": "TOTAL", "ms_per_step": round(sum(r["ms_per_step"] for r in rows), 4)}] + rows[:top]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(MODELS))
@@ -102,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--device", default="cuda")
     p.add_argument("--tiny", action="store_true", help="tiny widths (CPU smoke)")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="also profile N decode steps of the eager paths: device time per step by kernel")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
 
@@ -110,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     from spanlab.tasks.tokenizer import load_tokenizer
 
     tok = load_tokenizer(None)
-    rows = []
+    rows: list[dict] = []
+    profiles: list[dict] = []
     for name in args.models.split(","):
         paths = MAMBA2_PATHS if name.startswith("mamba2") else ("default",)
         for path in paths:
@@ -128,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
                        "ssd_scan": d.get("ssd_scan"), "device": torch.cuda.get_device_name() if args.device != "cpu" else "cpu"}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+                if args.profile and path in ("transformers", "kernels", "default"):
+                    prof = profile_steps(b, batch, args.prompt, args.profile)
+                    profiles.append({"model": name, "path": path, "batch": batch, "kernels": prof})
+                    print(f"-- {name} {path} batch {batch}: device ms per decode step by kernel")
+                    for k in prof:
+                        print(f"   {k['ms_per_step']:8.4f}  {k['kernel']}")
             b.close()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -144,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{str(r['decode_kernels']):>16s}")
     if args.out:
         with open(args.out, "w") as f:
-            json.dump(rows, f, indent=2)
+            json.dump({"rows": rows, "profiles": profiles} if profiles else rows, f, indent=2)
     return 0
 
 

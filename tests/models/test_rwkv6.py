@@ -248,3 +248,32 @@ def test_eval_cli_on_a_saved_folder_chunked_equals_one_shot(tmp_path, cli, token
     assert preds(tmp_path / "r1") == preds(tmp_path / "r2") and len(preds(tmp_path / "r1")) == 2
     m = json.loads((tmp_path / "r1" / "manifest.json").read_text())["model"]
     assert m["model_class"] == "Rwkv6ForCausalLM" and m["prefill"]["mode"] == "state"
+
+
+def test_world_tokenizer_on_the_real_vocabulary_equals_the_reference_tokenizer(tmp_path):
+    # The PyPI package `rwkv` (Apache-2.0, BlinkDL's ChatRWKV) ships the real world vocabulary,
+    # rwkv_vocab_v20230424.txt, and the reference TRIE_TOKENIZER that the hub models were trained
+    # with: spanlab's tokenizer must give the same ids on real text and decode back exactly.
+    ref_mod = pytest.importorskip("rwkv.rwkv_tokenizer", reason="pip install --no-deps rwkv (CI does)")
+    import pathlib
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from spanlab.models.native import register_all
+    from spanlab.tasks.essays import essay_text
+
+    vocab = pathlib.Path(ref_mod.__file__).with_name("rwkv_vocab_v20230424.txt")
+    _world_vocab(tmp_path / "tok")  # the config files; the vocabulary replaced by the real one
+    shutil.copy(vocab, tmp_path / "tok" / "rwkv_vocab_v20230424.txt")
+    register_all()
+    tok = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    ref = ref_mod.TRIE_TOKENIZER(str(vocab))
+    assert tok.vocab_size == 65530  # ids 0 (end of text) .. 65529
+    essays = essay_text()[:20000]
+    texts = [essays, "Hello world!\n\n  indented\tline", "théâtre, naïve — “quotes” … 日本語のテキスト 中文 한국어 🙂👍🏽",
+             "def f(x):\n    return x ** 2  # code\r\n", "1234567890 3.14159 0xdeadbeef", " leading and trailing  "]
+    for text in texts:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert ids == ref.encode(text), text[:40]
+        assert tok.decode(ids) == text == ref.decode(ids)

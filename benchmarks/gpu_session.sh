@@ -120,7 +120,7 @@ mamba2fast)
     phase mamba2fast_tests 150 python3 -m pytest -q -m gpu -p no:cacheprovider -o timeout=120 \
         tests/models/test_mamba2_kernels.py tests/models/test_mamba2_kernels_ssd.py tests/models/test_recurrent_graph.py \
         tests/eval/test_ssd.py tests/eval/test_ssd_triton.py tests/eval/test_decode_graph.py
-    phase ssd_prefill 200 python3 benchmarks/ssd_speed.py --parts scan prefill --scans spanlab spanlab-torch \
+    phase ssd_prefill 200 python3 benchmarks/ssd_speed.py --parts scan prefill --sweep --scans spanlab spanlab-torch \
         --out "$OUT/ssd_speed.json"
     phase recurrent_decode 240 python3 benchmarks/recurrent_decode.py --out "$OUT/recurrent_decode.json"
     ;;

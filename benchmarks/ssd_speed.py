@@ -70,6 +70,7 @@ def main() -> None:
     # inductor failed to generate code for its cumsum (InductorError, 2026-11-23).
     ap.add_argument("--scans", nargs="+", default=["transformers", "spanlab", "spanlab-torch", "spanlab-f32"])
     ap.add_argument("--parts", nargs="+", default=["scan", "prefill", "train"])
+    ap.add_argument("--sweep", action="store_true", help="with --parts scan: also time other launch settings of the fused scan")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -80,7 +81,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     if "scan" in args.parts:
-        scan_cases(args.scans, record)
+        scan_cases(args.scans, record, sweep=args.sweep)
     if "prefill" in args.parts:
         prefill_cases(args.scans, record)
     if "train" in args.parts:
@@ -98,7 +99,7 @@ def main() -> None:
             json.dump(rows, f, indent=2)
 
 
-def scan_cases(scans, record) -> None:
+def scan_cases(scans, record, sweep: bool = False) -> None:
     """The scan alone at a 1B Mamba2 layer's geometry (64 heads x 64, state 128, 1 group, chunk
     256), 16K tokens, bf16 inputs, inference mode. Floor: x read once (bf16), B and C read once,
     the float32 output written once; `GB/s-eq` = those bytes over the time."""
@@ -122,6 +123,19 @@ def scan_cases(scans, record) -> None:
                                              return_final_states=True), reps=10)
         record(kind="scan", scan=scan, mode="16K layer", batch=b, length=L, s=round(s, 5), tok_per_s=round(b * L / s),
                gbps_eq=round(floor_bytes / s / 1e9), peak_gib=round(peak, 2))
+        if sweep and scan == "spanlab":
+            from spanlab.models import ssd_triton
+
+            default = {k: dict(v) for k, v in ssd_triton.CONFIG.items()}
+            for warps, stages in ((4, 1), (4, 3), (8, 2), (8, 3), (2, 2)):
+                for part in ("state", "scan"):
+                    ssd_triton.CONFIG[part] = {"num_warps": warps, "num_stages": stages}
+                with torch.inference_mode():
+                    s2, _ = timed(lambda fn=fn: fn(x, dt, A, B, C, 256, D=D, dt_bias=dtb, dt_softplus=True,  # noqa: E731
+                                                   return_final_states=True), reps=10)
+                record(kind="scan", scan=f"spanlab w{warps}s{stages}", mode="16K layer", batch=b, length=L,
+                       s=round(s2, 5), tok_per_s=round(b * L / s2), gbps_eq=round(floor_bytes / s2 / 1e9), peak_gib=0.0)
+            ssd_triton.CONFIG.update(default)
 
 
 def prefill_cases(scans, record) -> None:

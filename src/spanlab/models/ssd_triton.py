@@ -54,6 +54,11 @@ def interpreting() -> bool:
     return triton is not None and bool(triton.knobs.runtime.interpret)
 
 
+# Launch settings per kernel: first guesses (4 warps, 2 stages), not yet timed on a GPU;
+# `benchmarks/ssd_speed.py --parts scan --sweep` times the alternatives at a 1B layer's geometry.
+CONFIG = {"state": {"num_warps": 4, "num_stages": 2}, "scan": {"num_warps": 4, "num_stages": 2}}
+
+
 def _pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
@@ -224,7 +229,7 @@ def chunk_scan(x, dt, A, B, C, chunk_size: int, D=None, initial_states=None):
         *x.stride(), *dt.stride(), a.stride(0), a.stride(1), *B.stride(),
         states.stride(0), states.stride(1), states.stride(2), states.stride(3),
         p, n,
-        BLOCK_P=block_p, BLOCK_N=block_n, BLOCK_L=blk, UPCAST=interpreting(), PREC=prec,
+        BLOCK_P=block_p, BLOCK_N=block_n, BLOCK_L=blk, UPCAST=interpreting(), PREC=prec, **CONFIG["state"],
     )
     # Chunk-to-chunk recurrence: start state of chunk k = Σ_{j≤k} decay(j → k)·state_j, the initial
     # state as chunk "-1"; float32, one (nc+1, nc+1) matrix per (batch, head).
@@ -245,6 +250,7 @@ def chunk_scan(x, dt, A, B, C, chunk_size: int, D=None, initial_states=None):
         y.stride(0), y.stride(1), y.stride(2),
         p, n,
         HAS_D=D is not None, BLOCK_M=blk, BLOCK_P=block_p, BLOCK_N=max(16, _pow2(n)), UPCAST=interpreting(), PREC=prec,
+        **CONFIG["scan"],
     )
     return y, final.contiguous()
 

@@ -45,10 +45,12 @@ from spanlab.bench import time_cuda
 PEAK = {"H100": 989e12, "H200": 989e12}
 
 
-def build(arch: str, vocab: int, device: str):
+def build(arch: str, vocab: int, device: str, max_len: int = 32768):
     if arch == "llama":  # ~1.0B with an 8K vocab: Llama-3.2-1B's trunk
+        # Positions up to the longest prompt (32K-128K for issue 16's long-context rows); RoPE theta
+        # is the config default: random weights, only the shapes matter.
         cfg = T.LlamaConfig(vocab_size=vocab, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                            num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768,
+                            num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=max(32768, max_len),
                             bos_token_id=0, eos_token_id=0, pad_token_id=0, attn_implementation="sdpa")
     elif arch == "mamba2":  # ~0.96B: 36 Mamba2 blocks at d_model 2048
         cfg = T.Mamba2Config(vocab_size=vocab, hidden_size=2048, num_hidden_layers=36, state_size=128, expand=2,
@@ -218,7 +220,7 @@ def main() -> None:
 
     base_rows = []
     for arch in args.arch:
-        model = build(arch, len(tok), dev)
+        model = build(arch, len(tok), dev, max_len=max(args.lengths) + 1024)  # prompt + answer tokens
         nparams = sum(p.numel() for p in model.parameters())
         mbt = (args.mamba_max_batch_tokens or args.max_batch_tokens) if arch == "mamba2" else args.max_batch_tokens
         # RULER's path and one batch-1 prefill, the same for every variant. Mamba2 twice: with the

@@ -8,6 +8,7 @@
 # seeds1/2:  benchmarks/seed_models.py at real size (random weights), each group with its Llama
 # attention: SE-Attn timing regression (benchmarks/attention_profile.py rows at 32K/64K)
 # eval:      benchmarks/eval_speed.py for Llama at 4K/16K (engine vs RULER's path)
+# evallong:  the same engine rows at 32K/64K/128K (issue 16's long-context evaluation), RULER path skipped
 # replicate: a paper's one-command mini replication or the SmolLM2 length check; journals come back
 #   replicate expansion-span|huang2024 [limit_s]
 #       `spanlab study <name>-replicate` (<= 30 min on one H200, so 3-4 calls of ~9 min): the run
@@ -63,6 +64,12 @@ attention)
     ;;
 eval)
     phase eval_speed "${2:-400}" python3 benchmarks/eval_speed.py --arch llama --lengths 4096 16384 --out "$OUT/eval_speed.json"
+    ;;
+evallong)
+    # Issue 16: RULER on a 1B Llama at 32K / 64K / 128K through the engine (samples/s, peak memory:
+    # the engine's batch token cap bounds it), with the decode step and prefill probes per length.
+    phase eval_long "${2:-540}" python3 benchmarks/eval_speed.py --arch llama --lengths 32768 65536 131072 \
+        --samples 16 8 4 --skip-ruler --out "$OUT/eval_long.json"
     ;;
 replicate)
     export PACK_RESUME=0  # the resume parts of a 30-minute study outnumber the 8 files that come back
@@ -133,7 +140,7 @@ mamba2fast-seeds)
         --archs llama-1b,zamba2-1.2b,sheared-llama-2.7b,mamba2-2.7b,mamba2attn-2.7b
     ;;
 *)
-    echo "usage: gpu_session.sh tests|seeds1|seeds2|attention|eval|replicate|ftmem|ftmem1|ftmem2|mamba2fast|mamba2prof|mamba2fast-seeds [limit_s]" >&2
+    echo "usage: gpu_session.sh tests|seeds1|seeds2|attention|eval|evallong|replicate|ftmem|ftmem1|ftmem2|mamba2fast|mamba2prof|mamba2fast-seeds [limit_s]" >&2
     exit 2
     ;;
 esac

@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--scans", nargs="+", default=["transformers", "spanlab", "spanlab-torch", "spanlab-f32"])
     ap.add_argument("--parts", nargs="+", default=["scan", "prefill", "train"])
     ap.add_argument("--sweep", action="store_true", help="with --parts scan: also time other launch settings of the fused scan")
+    ap.add_argument("--tiny", action="store_true", help="--parts scan only: tiny CPU shapes (run with TRITON_INTERPRET=1)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -81,14 +82,14 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     if "scan" in args.parts:
-        scan_cases(args.scans, record, sweep=args.sweep)
+        scan_cases(args.scans, record, sweep=args.sweep, tiny=args.tiny)
     if "prefill" in args.parts:
         prefill_cases(args.scans, record)
     if "train" in args.parts:
         train_cases(args.scans, record)
     use("spanlab")
     print(f"\n{'kind':8s} {'scan':16s} {'mode':13s} {'batch':>5s} {'length':>6s} {'s':>8s} {'tok/s':>9s} "
-          f"{'TFLOP/s-eq':>10s} {'peak GiB':>8s}")
+          f"{'TF-eq|GB/s':>10s} {'peak GiB':>8s}")
     for r in rows:
         if "s" in r:
             tf = f"{r['tflops']:10.1f}" if "tflops" in r else (f"{r['gbps_eq']:7d}GBs" if "gbps_eq" in r else f"{'-':>10s}")
@@ -99,19 +100,21 @@ def main() -> None:
             json.dump(rows, f, indent=2)
 
 
-def scan_cases(scans, record, sweep: bool = False) -> None:
+def scan_cases(scans, record, sweep: bool = False, tiny: bool = False) -> None:
     """The scan alone at a 1B Mamba2 layer's geometry (64 heads x 64, state 128, 1 group, chunk
     256), 16K tokens, bf16 inputs, inference mode. Floor: x read once (bf16), B and C read once,
     the float32 output written once; `GB/s-eq` = those bytes over the time."""
-    b, L, h, p, n = 1, 16384, 64, 64, 128
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.randn(b, L, h, p, device="cuda", generator=gen, dtype=torch.bfloat16)
-    dt = torch.randn(b, L, h, device="cuda", generator=gen, dtype=torch.bfloat16)
-    A = -(torch.rand(h, device="cuda", generator=gen) * 3 + 0.1)
-    B = torch.randn(b, L, 1, n, device="cuda", generator=gen, dtype=torch.bfloat16) * 0.5
-    C = torch.randn(b, L, 1, n, device="cuda", generator=gen, dtype=torch.bfloat16) * 0.5
-    D = torch.randn(h, device="cuda", generator=gen)
-    dtb = torch.randn(h, device="cuda", generator=gen)
+    # --tiny: a CPU smoke of this code under TRITON_INTERPRET=1 (sizes the interpreter gets through).
+    b, L, h, p, n = (1, 512, 4, 16, 16) if tiny else (1, 16384, 64, 64, 128)
+    dev = "cpu" if tiny else "cuda"
+    gen = torch.Generator(device=dev).manual_seed(0)
+    x = torch.randn(b, L, h, p, device=dev, generator=gen, dtype=torch.bfloat16)
+    dt = torch.randn(b, L, h, device=dev, generator=gen, dtype=torch.bfloat16)
+    A = -(torch.rand(h, device=dev, generator=gen) * 3 + 0.1)
+    B = torch.randn(b, L, 1, n, device=dev, generator=gen, dtype=torch.bfloat16) * 0.5
+    C = torch.randn(b, L, 1, n, device=dev, generator=gen, dtype=torch.bfloat16) * 0.5
+    D = torch.randn(h, device=dev, generator=gen)
+    dtb = torch.randn(h, device=dev, generator=gen)
     floor_bytes = x.numel() * 2 + B.numel() * 2 * 2 + x.numel() * 4
     for scan in scans:
         if scan in ("transformers", "spanlab+compile"):
@@ -121,7 +124,7 @@ def scan_cases(scans, record, sweep: bool = False) -> None:
         with torch.inference_mode():
             s, peak = timed(lambda fn=fn: fn(x, dt, A, B, C, 256, D=D, dt_bias=dtb, dt_softplus=True,  # noqa: E731
                                              return_final_states=True), reps=10)
-        record(kind="scan", scan=scan, mode="16K layer", batch=b, length=L, s=round(s, 5), tok_per_s=round(b * L / s),
+        record(kind="scan", scan=scan, mode=f"layer {L} tok", batch=b, length=L, s=round(s, 5), tok_per_s=round(b * L / s),
                gbps_eq=round(floor_bytes / s / 1e9), peak_gib=round(peak, 2))
         if sweep and scan == "spanlab":
             from spanlab.models import ssd_triton
@@ -133,7 +136,7 @@ def scan_cases(scans, record, sweep: bool = False) -> None:
                 with torch.inference_mode():
                     s2, _ = timed(lambda fn=fn: fn(x, dt, A, B, C, 256, D=D, dt_bias=dtb, dt_softplus=True,  # noqa: E731
                                                    return_final_states=True), reps=10)
-                record(kind="scan", scan=f"spanlab w{warps}s{stages}", mode="16K layer", batch=b, length=L,
+                record(kind="scan", scan=f"spanlab w{warps}s{stages}", mode=f"layer {L} tok", batch=b, length=L,
                        s=round(s2, 5), tok_per_s=round(b * L / s2), gbps_eq=round(floor_bytes / s2 / 1e9), peak_gib=0.0)
             ssd_triton.CONFIG.update(default)
 

@@ -107,10 +107,13 @@ def test_supported_takes_recurrent_layers_and_refuses_sliding_windows(models):
     import transformers as T
 
     from spanlab.models import decode_graph
+    from spanlab.models.arch import profile_for
 
     for arch in ARCHS:
         model = T.AutoModelForCausalLM.from_pretrained(models[arch])
         assert decode_graph.supported(model) is None, arch
+        # ... and their profiles opt in: on CUDA the HF backend's default is a static cache and graphed decode.
+        assert profile_for(model).static_cache and profile_for(model).cuda_graphs, arch
     cfg = T.MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                           num_key_value_heads=1, vocab_size=64, sliding_window=8)
     assert "not all" in decode_graph.supported(T.MistralForCausalLM(cfg))

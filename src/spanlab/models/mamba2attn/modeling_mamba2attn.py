@@ -16,6 +16,9 @@ Its decode cache holds the last `attn_conv_kernel` *pre-conv* q/k/v rows next to
 (a transformers "hybrid" cache layer). mamba_ssm itself stores the post-conv rows at prefill, so
 its first decoded token after a prompt convolves over already-convolved inputs; that is a bug of
 the reference implementation, and here cached decoding equals the full forward (tested).
+Over a `StaticCache` (`generate(cache=...)`, spanlab's CUDA-graph decode) the KV cache, the
+q/k/v conv state and the Mamba-2 conv/SSM states are fixed-shape tensors written in place, so a
+captured decode step replays on the same storage (tests/models/test_mamba2attn.py).
 
 The core `q, k, v -> out` goes through transformers' attention registry, which is how
 `spanlab.finetune.patch_attention` swaps in SE-Attn / SW / S² without touching the projections,

@@ -89,6 +89,83 @@ def test_cached_token_by_token_decode_equals_the_full_forward(prefix):
     assert layer.conv_states[0].shape == (2, attn.qkv_dim, 4)
 
 
+def _fixed_tensors(cache):
+    """Every tensor of a static cache a decode step may write: keys/values, conv and SSM states, counters."""
+    out = {}
+    for i, layer in enumerate(cache.layers):
+        for attr in ("keys", "values", "cumulative_length", "cumulative_length_linear"):
+            if isinstance(getattr(layer, attr, None), torch.Tensor):
+                out[f"{i}.{attr}"] = getattr(layer, attr)
+        for attr in ("conv_states", "recurrent_states"):
+            for j, t in (getattr(layer, attr, None) or {}).items():
+                if t is not None:
+                    out[f"{i}.{attr}.{j}"] = t
+    return out
+
+
+@pytest.mark.parametrize("prefix", [2, 9])
+def test_static_cache_decode_writes_fixed_tensors_in_place_and_equals_the_full_forward(prefix):
+    """What a CUDA-graph replay relies on (spanlab.models.decode_graph): over a StaticCache, a decode
+    step writes the same tensors (same storage, same shape) it was captured on, and every state
+    it advances is among those the capture's warm-up snapshots and puts back."""
+    from transformers.cache_utils import StaticCache
+
+    from spanlab.models.decode_graph import _state_tensors
+
+    cfg, sd = write_checkpoint(None)
+    model, _ = _convert(cfg, sd)
+    full = _logits(model, IDS)
+    cache = StaticCache(config=model.config, max_cache_len=32)
+    # Mamba2 layers: conv + SSM state; attention layers: a static KV cache + the pre-conv q/k/v rows.
+    assert [type(layer).__name__ for layer in cache.layers] == ["LinearAttentionLayer", "LinearAttentionAndStaticFullAttentionLayer"] * 2
+    with torch.no_grad():
+        out = model(IDS[:, :prefix], cache=cache, use_cache=True)  # the keyword transformers >= 5.24 passes
+        steps = [out.logits.double()]
+        fixed = _fixed_tensors(cache)
+        attn = model.model.layers[1].self_attn
+        assert fixed["1.conv_states.0"].shape == (2, attn.qkv_dim, 4) and fixed["1.keys"].shape == (2, 2, 32, 16)
+        assert {"0.conv_states.0", "0.recurrent_states.0", "1.conv_states.0", "1.keys", "1.values"} <= set(fixed)
+        where = {k: (t.data_ptr(), tuple(t.shape)) for k, t in fixed.items()}
+        watched = {id(t) for t in _state_tensors(cache)}
+        for t in range(prefix, IDS.shape[1]):
+            before = {k: v.clone() for k, v in fixed.items()}
+            out = model(IDS[:, t:t + 1], cache=cache, use_cache=True, position_ids=torch.full((2, 1), t))
+            steps.append(out.logits.double())
+            now = _fixed_tensors(cache)
+            assert set(now) == set(fixed) and all(now[k] is fixed[k] for k in fixed)
+            assert {k: (v.data_ptr(), tuple(v.shape)) for k, v in now.items()} == where
+            moved = {k for k in fixed if not torch.equal(before[k], fixed[k])}
+            # Everything but keys/values advances (they are rewritten identically by a replay) is snapshotted.
+            assert {k for k in moved if not k.endswith(("keys", "values"))} == \
+                {k for k in fixed if not k.endswith(("keys", "values"))}
+            assert all(id(fixed[k]) in watched for k in moved if not k.endswith(("keys", "values")))
+    _close(torch.cat(steps, dim=1), full)
+
+
+def test_a_decode_step_repeats_exactly_from_the_restored_state():
+    """The capture's warm-up runs a step, puts back what `_state_tensors` holds, and the graph runs
+    it again: the second run must see exactly the state the first one saw."""
+    from transformers.cache_utils import StaticCache
+
+    from spanlab.models.decode_graph import _state_tensors
+
+    cfg, sd = write_checkpoint(None)
+    model, _ = _convert(cfg, sd)
+    cache = StaticCache(config=model.config, max_cache_len=32)
+    step = {"input_ids": IDS[:, 7:8], "cache": cache, "use_cache": True, "position_ids": torch.full((2, 1), 7)}
+    with torch.no_grad():
+        model(IDS[:, :7], cache=cache, use_cache=True)
+        live = _state_tensors(cache)
+        saved = [t.clone() for t in live]
+        first = model(**step).logits
+        after = [t.clone() for t in live]
+        for t, v in zip(live, saved):
+            t.copy_(v)
+        again = model(**step).logits
+    assert torch.equal(first, again)
+    assert all(torch.equal(t, v) for t, v in zip(live, after))
+
+
 def test_chunked_prefill_equals_one_shot():
     cfg, sd = write_checkpoint(None)
     model, _ = _convert(cfg, sd)

@@ -1,5 +1,6 @@
 """Mamba2-family decode steps over spanlab's fixed caches (spanlab.models.decode_graph): the same
-tokens as transformers' own generate for Mamba2, Bamba, Zamba2 and FalconH1, with left padding,
+tokens as transformers' own generate for Mamba2, Bamba, Zamba2, FalconH1 and spanlab's Mamba2-Attn
+(M2AForCausalLM: Mamba2 layers, attention layers with a conv over q/k/v), with left padding,
 chunked prefill and the cache reused across calls; on CUDA the steps are graph replays and the
 recurrent state is not advanced twice by the capture's warm-up."""
 
@@ -11,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 PROMPTS = ["The special magic number for apple is 12345. What is the special magic number for apple?",
            "Hello", "One two three four five six seven eight nine ten", "A"]
-ARCHS = ("mamba2", "bamba", "zamba2", "falcon_h1")
+ARCHS = ("mamba2", "bamba", "zamba2", "falcon_h1", "mamba2attn")
 
 
 def tiny_config(arch: str, tok):
@@ -35,6 +36,14 @@ def tiny_config(arch: str, tok):
     if arch == "falcon_h1":
         return T.FalconH1Config(**attn, head_dim=16, mamba_d_ssm=128, mamba_n_heads=8, mamba_d_head=16,
                                 mamba_n_groups=1, mamba_d_state=16, mamba_chunk_size=32, **common)
+    if arch == "mamba2attn":
+        from spanlab.models.mamba2attn import M2AConfig
+
+        # Cache layers: Mamba2 (conv + SSM state), attention with a q/k/v conv (KV + pre-conv rows), both fixed.
+        return M2AConfig(hidden_size=64, num_hidden_layers=3, attn_layer_indices=[1], num_attention_heads=4,
+                         num_key_value_heads=2, head_dim=16, rotary_dim=8, attn_conv_kernel=4, mamba_n_heads=8,
+                         mamba_d_head=16, mamba_n_groups=1, mamba_d_state=16, mamba_expand=2, mamba_chunk_size=32,
+                         max_position_embeddings=4096, **common)
     raise KeyError(arch)
 
 
@@ -42,6 +51,9 @@ def tiny_config(arch: str, tok):
 def models(tmp_path_factory, tokenizer):
     import transformers as T
 
+    from spanlab.models.native import register_all
+
+    register_all()  # spanlab's own classes (Mamba2-Attn) for AutoModelForCausalLM
     root = tmp_path_factory.mktemp("recurrent_graph")
     out = {}
     for arch in ARCHS:
@@ -65,6 +77,7 @@ def test_eager_steps_on_the_fixed_cache_generate_like_transformers(arch, models)
     b = _backend(models[arch], device="cpu", cache_implementation="static", decode_graphs="eager")
     assert b.describe()["decode_graphs"] == "eager"
     assert b.describe()["decode_kernels"] == "transformers (CPU)"  # installed; CPU tensors keep the fallbacks
+    assert b.padding == "left"  # the prompts' lengths differ: the batch is left-padded
     want = ref.generate(PROMPTS, 10)
     assert sum(g.new_tokens for g in want) > len(PROMPTS)  # real decoding, not an EOS at once
     assert b.generate(PROMPTS, 10) == want
@@ -78,10 +91,10 @@ def test_eager_steps_on_the_fixed_cache_generate_like_transformers(arch, models)
     b.close()
 
 
-@pytest.mark.parametrize("arch", ("mamba2", "bamba"))
+@pytest.mark.parametrize("arch", ("mamba2", "bamba", "mamba2attn"))
 def test_chunked_prefill_fills_the_fixed_cache(arch, models):
     # A prompt longer than the prefill chunk: Mamba2 prefills its state in chunks into the graph's
-    # cache (spanlab.models.prefill, "state" way), Bamba through generate's prefill_chunk_size.
+    # cache (spanlab.models.prefill, "state" way), Bamba and Mamba2-Attn through generate's prefill_chunk_size.
     ref = _backend(models[arch], device="cpu", prefill_chunk=0)
     b = _backend(models[arch], device="cpu", cache_implementation="static", decode_graphs="eager", prefill_chunk=16)
     assert b.prefill.chunked
@@ -94,10 +107,13 @@ def test_supported_takes_recurrent_layers_and_refuses_sliding_windows(models):
     import transformers as T
 
     from spanlab.models import decode_graph
+    from spanlab.models.arch import profile_for
 
     for arch in ARCHS:
         model = T.AutoModelForCausalLM.from_pretrained(models[arch])
         assert decode_graph.supported(model) is None, arch
+        # ... and their profiles opt in: on CUDA the HF backend's default is a static cache and graphed decode.
+        assert profile_for(model).static_cache and profile_for(model).cuda_graphs, arch
     cfg = T.MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                           num_key_value_heads=1, vocab_size=64, sliding_window=8)
     assert "not all" in decode_graph.supported(T.MistralForCausalLM(cfg))
@@ -128,7 +144,7 @@ def test_cuda_graph_replays_generate_like_eager(arch, models):
     assert b.graphs.captures == 1
 
 
-@pytest.mark.parametrize("arch", ("mamba2", "bamba"))
+@pytest.mark.parametrize("arch", ("mamba2", "bamba", "mamba2attn"))
 def test_static_cache_without_graphs_generates_like_transformers(arch, models):
     # What the CUDA default falls back to with SPANLAB_DECODE_GRAPHS=0: the profile's static cache.
     ref = _backend(models[arch], device="cpu")

@@ -22,10 +22,12 @@ How it fits into `generate` without changing what it computes:
   tokens are those of the eager path: the graph replays the same kernels on the same shapes.
   With `graphs=False` the same buffers and caches are used without capture (CPU tests).
 
-Mamba2-family models (Mamba2, Bamba, Zamba2, FalconH1) take the same route: their cache's
-recurrent layers (transformers >= 5.25 `LinearAttentionLayer`) keep fixed-shape conv and SSM
-states that every update writes with `copy_` (static addresses, as transformers notes for
-cudagraphs), and their token count is a device tensor. What differs from attention layers: a
+Mamba2-family models (Mamba2, Bamba, Zamba2, FalconH1, spanlab's Mamba2-Attn) take the same
+route: their cache's recurrent layers (transformers >= 5.25 `LinearAttentionLayer`) keep
+fixed-shape conv and SSM states that every update writes with `copy_` (static addresses, as
+transformers notes for cudagraphs), and their token count is a device tensor. Mamba2-Attn's
+attention layers are "hybrid" layers: a static KV cache and, in the same layer, a conv state of
+pre-conv q/k/v rows, written the same way. What differs from attention layers: a
 step is not idempotent (it advances the state), so the warm-up before capture snapshots every
 state and puts it back; the decode mask is None (Mamba2) or a dict per layer type of None and a
 static 4D mask (hybrids over a static cache); Mamba2 takes no position ids. With

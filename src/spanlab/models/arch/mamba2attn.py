@@ -2,7 +2,8 @@
 Transformer++ converted with `--target mamba2attn`), as spanlab's native `M2AForCausalLM`
 (spanlab.models.mamba2attn). Its attention takes q/k/v after a depthwise causal conv and partial
 rotary, through transformers' registry, so spanlab variants patch in; HyLoRA trains both the
-Mamba-2 conv and the attention conv; its Mamba-2 layers are BambaMixers, so spanlab's SSD scan runs."""
+Mamba-2 conv and the attention conv; its Mamba-2 layers are BambaMixers, so spanlab's SSD scan and
+decode kernels run, and its decode steps run over a static cache as CUDA graphs."""
 
 from spanlab.models.arch.base import ArchProfile
 
@@ -14,6 +15,10 @@ MAMBA2ATTN = ArchProfile(
     classes=frozenset({"M2AForCausalLM"}),
     conv_markers=("Mixer", "Mamba", "M2AAttention"),
     chunked_prefill={"M2AForCausalLM": ("generate", "past_key_values", "past_key_values")},
+    # Fixed-shape caches updated in place (Mamba2 conv + SSM states; attention KV + pre-conv q/k/v
+    # rows): decode steps replay as CUDA graphs (decode_graph), as for the Mamba2 hybrids.
+    static_cache=True,
+    cuda_graphs=True,
     ssd_scan=True,
     ssd_modules=("transformers.models.bamba.modeling_bamba",),
     decode_kernels=("transformers.models.bamba.modeling_bamba",),

@@ -19,7 +19,7 @@ class M2AConfig(PreTrainedConfig):
     model_type = MODEL_TYPE
     # transformers' cache and mask builders read `layer_types`; ours is derived, never stored.
     attribute_map = {"layer_types": "layers_block_type"}
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["past_key_values", "cache"]  # the output's cache field before / from 5.24
 
     vocab_size: int = 50288
     hidden_size: int = 2560

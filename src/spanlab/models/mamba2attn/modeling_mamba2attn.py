@@ -16,6 +16,9 @@ Its decode cache holds the last `attn_conv_kernel` *pre-conv* q/k/v rows next to
 (a transformers "hybrid" cache layer). mamba_ssm itself stores the post-conv rows at prefill, so
 its first decoded token after a prompt convolves over already-convolved inputs; that is a bug of
 the reference implementation, and here cached decoding equals the full forward (tested).
+Over a `StaticCache` (`generate(cache=...)`, spanlab's CUDA-graph decode) the KV cache, the
+q/k/v conv state and the Mamba-2 conv/SSM states are fixed-shape tensors written in place, so a
+captured decode step replays on the same storage (tests/models/test_mamba2attn.py).
 
 The core `q, k, v -> out` goes through transformers' attention registry, which is how
 `spanlab.finetune.patch_attention` swaps in SE-Attn / SW / S² without touching the projections,
@@ -46,13 +49,46 @@ from spanlab.models.mamba2attn.configuration_mamba2attn import M2AConfig
 # still work but warn on every call (a flood at every decode step).
 _MASK_CACHE = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
 _MIXER_CACHE = "cache" if "cache" in inspect.signature(BambaMixer.forward).parameters else "cache_params"
+# The keyword `generate` hands the cache to a model by, and the field of the output it reads it
+# back from: `cache` from 5.24 on, `past_key_values` before (spanlab.models.hf_compat).
+_CACHE = "cache" if "cache" in inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters \
+    else "past_key_values"
+_CACHE_NAMES = ("cache", "past_key_values")
 
 
-def _cache_arg(past_key_values: Cache | None, kwargs: dict[str, Any]) -> Cache | None:
-    # transformers >= 5.24 hands the cache over as `cache` (generate, chunked prefill); without
-    # this it would sit unread in **kwargs and every decode step would start from an empty cache.
-    cache = kwargs.pop("cache", None)
-    return past_key_values if past_key_values is not None else cache
+def _cache_arg(cache: Cache | None, kwargs: dict[str, Any]) -> Cache | None:
+    """The cache, whichever name it came by: `cache` (transformers >= 5.24's generate, chunked
+    prefill) or `past_key_values` (older transformers, and callers of the old name)."""
+    for name in _CACHE_NAMES:
+        other = kwargs.pop(name, None)
+        if cache is None:
+            cache = other
+    return cache
+
+
+def _cache_signature(forward: Callable) -> Callable:
+    """Show `forward`'s `cache` parameter under the name the installed `generate` passes.
+
+    generate checks a user-made cache (`generate(cache=StaticCache(...))`, how spanlab's decode
+    graphs hand theirs over) against the forward's signature and refuses one the signature does
+    not name: on 5.24+ that name is `cache`. Before 5.24 it is `past_key_values`, which a call
+    then passes through **kwargs (`_cache_arg` takes it there), as it does on 5.24+ too."""
+    if _CACHE == "cache":
+        return forward
+    sig = inspect.signature(forward)
+    forward.__signature__ = sig.replace(parameters=[p.replace(name=_CACHE) if p.name == "cache" else p
+                                                    for p in sig.parameters.values()])
+    return forward
+
+
+def _split_mask(mask: Any) -> tuple[Any, Any] | None:
+    """(attention mask, padding mask) out of the per-layer-type masks transformers' generate builds in
+    advance for a fixed-shape (static) cache; None when `mask` is not such a mapping."""
+    if not isinstance(mask, dict):
+        return None
+    # "full_attention": the 4D mask over the static KV length; "linear_attention": the 2D padding
+    # mask of this forward's tokens for the convs and SSM scans (None at a decode step, or unpadded).
+    return mask.get("full_attention"), mask.get("linear_attention")
 
 
 class M2ARMSNorm(nn.Module):
@@ -233,7 +269,7 @@ class M2APreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["M2ADecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = [_CACHE]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_attention_backend = True
@@ -271,42 +307,49 @@ class M2AModel(M2APreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.embed_tokens = value
 
+    @_cache_signature
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | dict[str, Any] | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         **kwargs: Any,
     ) -> BaseModelOutputWithPast:
+        """`attention_mask`: the 2D padding mask, or the per-layer-type masks `generate` builds in
+        advance over a static cache ({"full_attention": 4D, "linear_attention": 2D or None})."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         for unused in ("output_attentions", "output_hidden_states", "return_dict", "cache_position"):
             kwargs.pop(unused, None)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-        past_key_values = _cache_arg(past_key_values, kwargs)
+        cache = _cache_arg(cache, kwargs)
         use_cache = self.config.use_cache if use_cache is None else use_cache
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
         if position_ids is None:
             # Continue the positions of whatever the cache already holds (chunked prefill, decode).
-            past = seen_tokens(past_key_values) if (past_key_values is not None and self.config.attn_layer_indices) else 0
+            past = seen_tokens(cache) if (cache is not None and self.config.attn_layer_indices) else 0
             position_ids = torch.arange(past, past + inputs_embeds.shape[1], device=inputs_embeds.device).unsqueeze(0)
-        mask_kwargs = {"config": self.config, "inputs_embeds": inputs_embeds, "attention_mask": attention_mask,
-                       _MASK_CACHE: past_key_values, "position_ids": position_ids}
-        causal_mask = create_causal_mask(**mask_kwargs) if self.config.attn_layer_indices else None
-        pad_mask = create_recurrent_attention_mask(**mask_kwargs)
+        masks = _split_mask(attention_mask)
+        if masks is not None:
+            causal_mask, pad_mask = masks
+        else:
+            mask_kwargs = {"config": self.config, "inputs_embeds": inputs_embeds, "attention_mask": attention_mask,
+                           _MASK_CACHE: cache, "position_ids": position_ids}
+            causal_mask = create_causal_mask(**mask_kwargs) if self.config.attn_layer_indices else None
+            pad_mask = create_recurrent_attention_mask(**mask_kwargs)
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids) if self.config.rotary_dim else None
 
         hidden_states = inputs_embeds.float() if self.config.residual_in_fp32 else inputs_embeds
         for layer in self.layers:
             hidden_states = layer(hidden_states, attention_mask=causal_mask, pad_mask=pad_mask,
-                                  past_key_values=past_key_values, position_embeddings=position_embeddings, **kwargs)
+                                  past_key_values=cache, position_embeddings=position_embeddings, **kwargs)
         hidden_states = self.final_layernorm(hidden_states)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values if use_cache else None)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, **{_CACHE: cache if use_cache else None})
 
 
 class M2AForCausalLM(M2APreTrainedModel, GenerationMixin):
@@ -325,28 +368,31 @@ class M2AForCausalLM(M2APreTrainedModel, GenerationMixin):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.model.embed_tokens = value
 
+    @_cache_signature
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | dict[str, Any] | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
-        past_key_values = _cache_arg(past_key_values, kwargs)
+        # `cache` by name: generate (>= 5.24) refuses a user-made cache, such as the static one of
+        # spanlab's decode graphs, that the forward's signature does not name.
+        cache = _cache_arg(cache, kwargs)
         outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
+                             cache=cache, inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
         hidden_states = outputs.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden_states[:, keep, :])
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{_CACHE: getattr(outputs, _CACHE)})
 
     def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, **kwargs: Any) -> dict[str, Any]:
         kwargs["logits_to_keep"] = self.config.num_logits_to_keep

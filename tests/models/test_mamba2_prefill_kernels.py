@@ -125,6 +125,28 @@ def test_cpu_runs_keep_transformers_code(clean):
     assert all("forward" not in m.__dict__ for m in model.modules())
 
 
+def test_backend_records_the_prefill_kernels_and_the_off_switch(clean, kernel_choices, tokenizer, tmp_path):
+    import transformers as T
+
+    from spanlab.models.hf import HFBackend
+
+    cfg = T.Mamba2Config(hidden_size=32, num_hidden_layers=1, state_size=8, expand=2, head_dim=8, num_heads=8,
+                         n_groups=1, chunk_size=16, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    T.Mamba2ForCausalLM(cfg).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    assert HFBackend(str(tmp_path), device="cpu").describe()["prefill_kernels"] == []  # CPU: nothing installed
+    assert not mpk.installed(MAMBA2)
+    mpk.install_globals()
+    kernel_choices("mamba2_prefill=torch")
+    assert HFBackend(str(tmp_path), device="cpu").describe()["prefill_kernels"] == []
+    assert not mpk.installed(MAMBA2)  # the off switch takes the globals back
+    llama = T.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                          num_key_value_heads=1, vocab_size=len(tokenizer))
+    T.LlamaForCausalLM(llama).save_pretrained(tmp_path / "llama")
+    tokenizer.save_pretrained(tmp_path / "llama")
+    assert HFBackend(str(tmp_path / "llama"), device="cpu").describe()["prefill_kernels"] is None
+
+
 @pytest.mark.gpu
 def test_kernels_cuda(clean):
     pytest.importorskip("triton")

@@ -155,7 +155,7 @@ def _kernels():
         smb, sml,
         sob, sod, sol,
         D, L,
-        WIDTH: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+        WIDTH: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, RB: tl.constexpr,
         HAS_PREV: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, SILU: tl.constexpr,
     ):
         # One (BLOCK_L positions, BLOCK_D channels) tile of one row. The WIDTH shifted loads of
@@ -166,9 +166,11 @@ def _kernels():
         tm = t < L
         dm = d < D
         wdt = W.dtype.element_ty
+        odt = OUT.dtype.element_ty
         acc = tl.zeros((BLOCK_L, BLOCK_D), dtype=tl.float32)
         if HAS_BIAS:
-            acc += tl.load(BIAS + d, mask=dm, other=0.0).to(tl.float32)[None, :]
+            bias = tl.load(BIAS + d, mask=dm, other=0.0).to(tl.float32)
+            acc += bias[None, :]
         for k in tl.static_range(WIDTH):
             pos = t - (WIDTH - 1 - k)
             wk = tl.load(W + d * swd + k * sww, mask=dm, other=0.0).to(tl.float32)
@@ -176,19 +178,39 @@ def _kernels():
             # transformers casts the input to the weight's dtype before the conv; so does this
             xv = tl.load(X + b * sxb + pos[:, None] * sxl + d[None, :] * sxd, mask=inx[:, None] & dm[None, :],
                          other=0.0).to(wdt).to(tl.float32)
-            if HAS_PREV:
-                # positions -WIDTH+1 .. -1 are the state's last columns (column WIDTH + pos)
-                inp = (pos < 0) & (pos >= 1 - WIDTH)
-                pv = tl.load(PREV + b * spb + (pos + WIDTH)[:, None] * spw + d[None, :] * spd,
-                             mask=inp[:, None] & dm[None, :], other=0.0).to(wdt).to(tl.float32)
-                xv += pv  # the two masks are disjoint: the sum selects
             acc += xv * wk[None, :]
         if SILU:
             acc = acc * tl.sigmoid(acc)
         if HAS_MASK:
             acc = acc * tl.load(MASK + b * smb + t * sml, mask=tm, other=0).to(tl.float32)[:, None]
-        tl.store(OUT + b * sob + t[:, None] * sol + d[None, :] * sod, acc.to(OUT.dtype.element_ty),
-                 mask=tm[:, None] & dm[None, :])
+        keep = tm
+        if HAS_PREV:
+            keep = keep & (t >= WIDTH - 1)  # the first WIDTH - 1 positions are written below
+        tl.store(OUT + b * sob + t[:, None] * sol + d[None, :] * sod, acc.to(odt), mask=keep[:, None] & dm[None, :])
+        if HAS_PREV:
+            if tl.program_id(0) == 0:
+                # The positions whose window reaches before the chunk, into the stored state (its
+                # last WIDTH - 1 columns): a small tile, in the first program of each row only,
+                # so the other programs keep their plain vectorised loads.
+                r = tl.arange(0, RB)
+                rm = (r < WIDTH - 1) & (r < L)
+                acc2 = tl.zeros((RB, BLOCK_D), dtype=tl.float32)
+                if HAS_BIAS:
+                    acc2 += bias[None, :]
+                for k in tl.static_range(WIDTH):
+                    p2 = r - (WIDTH - 1 - k)
+                    w2 = tl.load(W + d * swd + k * sww, mask=dm, other=0.0).to(tl.float32)
+                    x2 = tl.load(X + b * sxb + p2[:, None] * sxl + d[None, :] * sxd,
+                                 mask=(rm & (p2 >= 0))[:, None] & dm[None, :], other=0.0).to(wdt).to(tl.float32)
+                    q2 = tl.load(PREV + b * spb + (p2 + WIDTH)[:, None] * spw + d[None, :] * spd,
+                                 mask=(rm & (p2 < 0))[:, None] & dm[None, :], other=0.0).to(wdt).to(tl.float32)
+                    acc2 += (x2 + q2) * w2[None, :]  # the two masks are disjoint: the sum selects
+                if SILU:
+                    acc2 = acc2 * tl.sigmoid(acc2)
+                if HAS_MASK:
+                    acc2 = acc2 * tl.load(MASK + b * smb + r * sml, mask=rm, other=0).to(tl.float32)[:, None]
+                tl.store(OUT + b * sob + r[:, None] * sol + d[None, :] * sod, acc2.to(odt),
+                         mask=rm[:, None] & dm[None, :])
 
     @triton.jit
     def norm_kernel(
@@ -207,7 +229,10 @@ def _kernels():
         y = tl.load(Y + b * syb + r * syl + cols, mask=m, other=0.0).to(tl.float32)
         g = tl.load(G + b * sgb + r * sgl + cols, mask=m, other=0.0).to(tl.float32)
         sg = g * tl.sigmoid(g)
-        h = y * sg if GATE_FIRST else y
+        if GATE_FIRST:
+            h = y * sg
+        else:
+            h = y
         var = tl.sum(h * h, axis=0) * inv_gs
         n = h * tl.math.rsqrt(var + eps)
         if ROUND_NORMED:  # Mamba2's `hidden_states.to(input_dtype)` before the weight
@@ -245,7 +270,7 @@ def conv_prefill_triton(x, weight, bias=None, activation=None, prev=None, mask=N
         x, p, weight, bias if bias is not None else weight, mk, out,
         *x.stride(), *(prev.stride() if prev is not None else (0, 0, 0)), *weight.stride(),
         *(mask.stride() if mask is not None else (0, 0)), *out.stride(),
-        d, L, WIDTH=w, BLOCK_L=bl, BLOCK_D=bd,
+        d, L, WIDTH=w, BLOCK_L=bl, BLOCK_D=bd, RB=max(2, _pow2(w - 1)),
         HAS_PREV=prev is not None, HAS_BIAS=bias is not None, HAS_MASK=mask is not None,
         SILU=_ACTIVATIONS[activation], num_warps=num_warps,
     )

@@ -96,10 +96,10 @@ def main() -> None:
     use("spanlab")
     glue_rows = [r for r in rows if r["kind"] == "glue"]
     if glue_rows:
-        print(f"\n{'piece':36s} {'path':12s} {'ms':>8s} {'GB/s':>7s} {'floor ms':>8s} {'x floor':>7s} {'rel err':>8s}")
+        print(f"\n{'piece':36s} {'path':18s} {'ms':>8s} {'GB/s':>7s} {'floor ms':>8s} {'x floor':>7s} {'rel err':>8s}")
         for r in glue_rows:
             err = f"{r['rel_err']:8.1e}" if "rel_err" in r else f"{'':8s}"
-            print(f"{r['piece']:36s} {r['path']:12s} {r['ms']:8.3f} {r['gb_per_s']:7.0f} {r['floor_ms']:8.3f} "
+            print(f"{r['piece']:36s} {r['path']:18s} {r['ms']:8.3f} {r['gb_per_s']:7.0f} {r['floor_ms']:8.3f} "
                   f"{r['ms'] / r['floor_ms']:7.2f} {err}")
     print(f"\n{'kind':8s} {'scan':16s} {'glue':6s} {'mode':13s} {'batch':>5s} {'length':>6s} {'s':>8s} {'tok/s':>9s} "
           f"{'TFLOP/s-eq':>10s} {'peak GiB':>8s}")
@@ -167,11 +167,21 @@ def glue_cases(record, device: str = "cuda", L: int = 16384, hidden: int = 2048)
         ("gated norm, bf16 y -> bf16", 6 * n_norm, lambda: norm(y16, gate),
          lambda: mpk.gated_norm_triton(y16, gate, norm.weight, norm.variance_epsilon, inter)),
     ]
+    # The conv's tile (positions x channels, warps): the default first, then a few others to choose from.
+    tiles = [(64, 128, 8), (32, 128, 4), (128, 64, 8), (64, 256, 8), (32, 256, 8), (128, 128, 8)]
+    sweep = {f"triton {bl}x{bd}/{nw}": (lambda bl=bl, bd=bd, nw=nw: mpk.conv_prefill_triton(
+        x, w, b, "silu", block_l=bl, block_d=bd, num_warps=nw)) for bl, bd, nw in tiles[1:]}
     with torch.inference_mode():
-        for piece, nbytes, eager, kernel in pieces:
+        for i, (piece, nbytes, eager, kernel) in enumerate(pieces):
             want, got = rows(eager()).double(), rows(kernel()).double()
             err = float((got - want).norm() / want.norm())  # correct first: bf16 rounding, ~1e-3
-            for path, fn in (("transformers", eager), ("triton", kernel)):
+            paths = [("transformers", eager), ("triton", kernel)]
+            if i == 0 and device == "cuda":
+                for path, fn in sweep.items():
+                    e = float((rows(fn()).double() - want).norm() / want.norm())
+                    assert abs(e - err) < 1e-3, (path, e, err)  # the same function whatever the tile
+                paths += list(sweep.items())
+            for path, fn in paths:
                 ms = time_cuda(fn, warmup=3, iters=20, device=device).median_ms
                 record(kind="glue", piece=piece, path=path, ms=round(ms, 4), bytes=nbytes, rel_err=err,
                        gb_per_s=round(nbytes / (ms / 1e3) / 1e9), floor_ms=round(nbytes / rate / 1e6, 4))

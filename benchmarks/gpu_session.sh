@@ -2,7 +2,7 @@
 # One lent-GPU call per phase group, every phase under its own time limit so a slow phase cannot
 # take the others' output with it; each phase's log lands in $OUT/<phase>.txt.
 #
-#   source benchmarks/device_setup.sh && bash benchmarks/gpu_session.sh tests|seeds1|seeds2|attention|eval|replicate|ftmem1|ftmem2|mamba2fast|mamba2fast-seeds
+#   source benchmarks/device_setup.sh && bash benchmarks/gpu_session.sh tests|seeds1|seeds2|attention|eval|replicate|ftmem1|ftmem2|mamba2fast|mamba2fast-seeds|mamba2prefill
 #
 # tests:     every GPU test (pytest -m gpu) on the carried transformers
 # seeds1/2:  benchmarks/seed_models.py at real size (random weights), each group with its Llama
@@ -35,6 +35,9 @@
 # mamba2prof: recurrent_decode.py --profile 16 for Llama-1B / Mamba2-1.3B at batch 1 and 16: device
 #            ms per decode step by kernel (where batch 16's 8.5 ms against Llama's 2.5 goes)
 # mamba2fast-seeds: benchmarks/seed_models.py at 16K for the Mamba2 family and their Llamas
+# mamba2prefill: GPU tests of the Mamba2 prefill-glue kernels, then benchmarks/ssd_speed.py's glue
+#            pieces at 16K (ms, GB/s, x floor) and its prefill TFLOP/s-equivalent with transformers'
+#            glue and with the kernels
 set -u
 OUT=${OUT:-gpu-session-out}
 mkdir -p "$OUT"
@@ -135,12 +138,18 @@ mamba2prof)
     phase mamba2prof "${2:-240}" python3 benchmarks/recurrent_decode.py --models llama-1b,mamba2-1.3b --batches 1,16 \
         --profile 16 --out "$OUT/recurrent_decode_profile.json"
     ;;
+mamba2prefill)
+    phase mamba2prefill_tests 200 python3 -m pytest -q -m gpu -p no:cacheprovider -o timeout=150 \
+        tests/models/test_mamba2_prefill_kernels.py tests/models/test_mamba2_kernels.py
+    phase ssd_prefill_glue "${2:-360}" python3 benchmarks/ssd_speed.py --parts glue prefill --scans spanlab \
+        --glue torch triton --out "$OUT/ssd_speed_glue.json"
+    ;;
 mamba2fast-seeds)
     phase seeds_16k "${2:-560}" python3 benchmarks/seed_models.py --out "$OUT/seed_16k" --lengths 16384 \
         --archs llama-1b,zamba2-1.2b,sheared-llama-2.7b,mamba2-2.7b,mamba2attn-2.7b
     ;;
 *)
-    echo "usage: gpu_session.sh tests|seeds1|seeds2|attention|eval|evallong|replicate|ftmem|ftmem1|ftmem2|mamba2fast|mamba2prof|mamba2fast-seeds [limit_s]" >&2
+    echo "usage: gpu_session.sh tests|seeds1|seeds2|attention|eval|evallong|replicate|ftmem|ftmem1|ftmem2|mamba2fast|mamba2prof|mamba2fast-seeds|mamba2prefill [limit_s]" >&2
     exit 2
     ;;
 esac

@@ -64,6 +64,10 @@ class KernelSettings(BaseModel):
     mamba2_decode: Literal["auto", "torch"] = Field(
         "auto", description="Mamba2-family decode step (conv and SSM state updates): auto = spanlab's Triton "
         "kernels for CUDA tensors, transformers' functions otherwise; torch = transformers' functions always")
+    mamba2_prefill: Literal["auto", "torch"] = Field(
+        "auto", description="Mamba2-family prefill glue (causal conv1d + SiLU over xBC with the padding mask and "
+        "conv-state write; gated RMSNorm): auto = spanlab's Triton kernels for CUDA tensors outside autograd, "
+        "transformers' code otherwise; torch = transformers' code always")
 
     def changed(self) -> dict[str, str]:
         """The choices that differ from the defaults (what a run forced)."""

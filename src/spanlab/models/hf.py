@@ -201,6 +201,8 @@ class HFBackend(Backend):
         self.graphs = None
         self.decode_graphs = self._install_graphs(decode_graphs)
         self.fused = self._install_fused(fused)
+        # After the graphs' choice: inside decode graphs the gated norm's kernel serves decode steps too.
+        self.prefill_kernels = self._install_prefill_kernels()
 
     def _install_fused(self, mode: str) -> list[str]:
         """Llama-family RMSNorm/SwiGLU/rotary as fused Triton kernels on CUDA (spanlab.models.fused)."""
@@ -293,6 +295,23 @@ class HFBackend(Backend):
         usable = self.device.startswith("cuda") and mamba2_kernels._triton()[0] is not None
         return "spanlab-triton" if usable else "transformers (CPU)"
 
+    def _install_prefill_kernels(self) -> list[str] | None:
+        """Mamba2-family prefill glue: spanlab's Triton causal conv1d (+ SiLU, padding mask, conv-state
+        write) and gated RMSNorm in place of transformers' torch code (spanlab.models.mamba2_prefill_kernels;
+        CUDA only, a real causal-conv1d kernel is kept), unless the kernel choice mamba2_prefill=torch.
+        Returns what the model's prefill runs through them ("conv1d", "gated_norm"), for the manifest;
+        None for other families, [] where none run (CPU, switched off)."""
+        from spanlab.models import mamba2_prefill_kernels as mpk
+
+        if not self.arch.decode_kernels:
+            return None
+        if not mpk.enabled():
+            mpk.uninstall()
+            return []
+        if not self.device.startswith("cuda") or mpk._triton()[0] is None:
+            return []
+        return mpk.install(self.model, decode=self.decode_graphs == "on")
+
     # -- identity -----------------------------------------------------------------------------
     @property
     def max_length(self) -> int | None:
@@ -319,6 +338,7 @@ class HFBackend(Backend):
             "prefill": self.prefill.describe(),
             "ssd_scan": self.ssd_scan,
             "decode_kernels": self.decode_kernels,
+            "prefill_kernels": self.prefill_kernels,
             "decode_graphs": self.decode_graphs,
             "fused": self.fused,
         }
@@ -429,6 +449,10 @@ class HFBackend(Backend):
             from spanlab.models import fused
 
             fused.uninstall(self.model)
+        if self.prefill_kernels:
+            from spanlab.models import mamba2_prefill_kernels
+
+            mamba2_prefill_kernels.uninstall_model(self.model)
         del self.model
         if self._torch.cuda.is_available():
             self._torch.cuda.empty_cache()

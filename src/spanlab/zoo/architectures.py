@@ -36,9 +36,13 @@ def _swiglu_width(d: int) -> int:
     return ((8 * d // 3 + 63) // 64) * 64
 
 
-def _mamba_heads(d: int, expand: int = 2) -> tuple[int, int]:
-    head_dim = 32 if d < 512 else 64
-    return (expand * d) // head_dim, head_dim
+def _mamba_mixer(d: int) -> dict[str, int]:
+    """The zoo's Mamba2 mixer at width `d`, shared by the pure stack and the hybrid's Mamba2 layers
+    (each config class spells the fields its own way): 2x expansion into 32-dim heads (64 from
+    d = 512), state 64 (128 from d = 512), one group, a width-4 conv, SSD chunks of 64."""
+    expand, head_dim = 2, 32 if d < 512 else 64
+    return {"expand": expand, "heads": (expand * d) // head_dim, "head_dim": head_dim,
+            "state": 64 if d < 512 else 128, "groups": 1, "conv": 4, "chunk": 64}
 
 
 # RoPE on half of every head, as the seed study's models (state-spaces/transformerpp-2.7b and
@@ -82,18 +86,18 @@ def llama(d: int, layers: int, vocab_size: int, **kw: Any) -> PretrainedConfig:
 
 def mamba2(d: int, layers: int, vocab_size: int, **kw: Any) -> PretrainedConfig:
     """Pure Mamba2 (SSD) stack: no attention and no MLP, as in the Mamba2 paper's LM."""
-    n_heads, head_dim = _mamba_heads(d)
+    m = _mamba_mixer(d)
     return Mamba2Config(
         vocab_size=vocab_size,
         hidden_size=d,
         num_hidden_layers=layers,
-        expand=2,
-        num_heads=n_heads,
-        head_dim=head_dim,
-        state_size=64 if d < 512 else 128,
-        n_groups=1,
-        conv_kernel=4,
-        chunk_size=64,
+        expand=m["expand"],
+        num_heads=m["heads"],
+        head_dim=m["head_dim"],
+        state_size=m["state"],
+        n_groups=m["groups"],
+        conv_kernel=m["conv"],
+        chunk_size=m["chunk"],
         tie_word_embeddings=True,
         **kw,
     )
@@ -108,7 +112,7 @@ def hybrid_attention_layers(layers: int, every: int = 4) -> list[int]:
 
 def mamba2_hybrid(d: int, layers: int, vocab_size: int, **kw: Any) -> PretrainedConfig:
     """Mamba2 layers with a full-attention layer at a fixed 1:4 ratio, each followed by an MLP (Bamba)."""
-    n_heads, head_dim = _mamba_heads(d)
+    m = _mamba_mixer(d)
     h = _heads(d)
     return BambaConfig(
         vocab_size=vocab_size,
@@ -118,12 +122,13 @@ def mamba2_hybrid(d: int, layers: int, vocab_size: int, **kw: Any) -> Pretrained
         num_attention_heads=h,
         num_key_value_heads=h,
         attn_layer_indices=hybrid_attention_layers(layers),
-        mamba_n_heads=n_heads,
-        mamba_d_head=head_dim,
-        mamba_d_state=64 if d < 512 else 128,
-        mamba_n_groups=1,
-        mamba_expand=2,
-        mamba_chunk_size=64,
+        mamba_n_heads=m["heads"],
+        mamba_d_head=m["head_dim"],
+        mamba_d_state=m["state"],
+        mamba_n_groups=m["groups"],
+        mamba_expand=m["expand"],
+        mamba_d_conv=m["conv"],
+        mamba_chunk_size=m["chunk"],
         max_position_embeddings=MAX_POSITIONS,
         tie_word_embeddings=True,
         **kw,

@@ -66,7 +66,8 @@ def profile(
     from rich.table import Table
 
     from spanlab.attention.profile import display_label, read_rows, run_profile
-    from spanlab.cli._common import check_out_dir, validated
+    from spanlab.cli._common import check_out_dir
+    from spanlab.configs import validated
     from spanlab.report.profile_plots import plot_profile_rows
     from spanlab.units import format_length, parse_length
 

@@ -5,21 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from spanlab.attention.registry import PAPER_CHUNK_SIZES, VARIANTS, default_chunk_sizes, default_window  # noqa: F401
+from spanlab.configs import as_value_error, read_yaml_mapping, validated
 from spanlab.errors import SpanlabError
 from spanlab.kernels import KernelChoices
+from spanlab.units import parse_length
 
 
-def _length_or_value_error(v: str) -> int:
-    from spanlab.units import parse_length
-
-    try:
-        return parse_length(v)
-    except SpanlabError as e:  # a ValueError: pydantic names the field
-        raise ValueError(str(e)) from None
+def _as_length(v: str) -> int:
+    return as_value_error(parse_length, v)  # a ValueError: pydantic names the field
 
 
 # A variant's own default learning rate is in the registry (S²: 2e-5, the paper's recipe).
@@ -97,14 +93,14 @@ class FinetuneConfig(BaseModel):
     @classmethod
     def _length(cls, v: Any) -> Any:
         # Lengths read like every command's (spanlab.units): 8192, 8k.
-        return _length_or_value_error(v) if isinstance(v, str) else v
+        return _as_length(v) if isinstance(v, str) else v
 
     @field_validator("loss_chunk", mode="before")
     @classmethod
     def _rows(cls, v: Any) -> Any:
         # A length, or 0 for the dense loss (which parse_length, meant for lengths, refuses).
         if isinstance(v, str):
-            return 0 if v.strip() == "0" else _length_or_value_error(v)
+            return 0 if v.strip() == "0" else _as_length(v)
         return v
 
     @field_validator("chunk_size", mode="before")
@@ -114,7 +110,7 @@ class FinetuneConfig(BaseModel):
             v = [x for x in v.split(",") if x.strip()]
         if isinstance(v, (int, str)):
             v = [v]
-        return [_length_or_value_error(x) if isinstance(x, str) else x for x in v] if isinstance(v, list) else v
+        return [_as_length(x) if isinstance(x, str) else x for x in v] if isinstance(v, list) else v
 
     @model_validator(mode="after")
     def _check(self) -> FinetuneConfig:
@@ -186,7 +182,7 @@ class FinetuneConfig(BaseModel):
 
     @classmethod
     def parse(cls, raw: dict[str, Any], source: str = "options") -> FinetuneConfig:
-        return _parse(cls, raw, source)
+        return validated(cls, raw, source=source)
 
 
 class PplConfig(BaseModel):
@@ -226,7 +222,7 @@ class PplConfig(BaseModel):
             v = str(v).split(",")
         if not isinstance(v, list):
             return v
-        out = [_length_or_value_error(x) if isinstance(x, str) else x for x in v if str(x).strip()]
+        out = [_as_length(x) if isinstance(x, str) else x for x in v if str(x).strip()]
         if any(isinstance(n, int) and n < 2 for n in out):
             raise ValueError("a window predicts length-1 tokens: use lengths of at least 2 tokens, e.g. 2k,8k")
         return out
@@ -234,7 +230,7 @@ class PplConfig(BaseModel):
     @field_validator("window", "group_size", "chunk_size", mode="before")
     @classmethod
     def _length(cls, v: Any) -> Any:
-        return _length_or_value_error(v) if isinstance(v, str) else v
+        return _as_length(v) if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _check(self) -> PplConfig:
@@ -255,40 +251,15 @@ class PplConfig(BaseModel):
 
 
 def _patchable(name: str) -> str:
-    try:
-        VARIANTS.get_spec(name, patchable=True)
-    except SpanlabError as e:
-        raise ValueError(str(e)) from None
+    as_value_error(lambda n: VARIANTS.get_spec(n, patchable=True), name)
     return name
-
-
-def _read_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise SpanlabError(f"{p}: no such config file")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise SpanlabError(f"{p}: invalid YAML ({e}); fix the file") from None
-    if not isinstance(raw, dict):
-        raise SpanlabError(f"{p}: expected a mapping of settings at the top level")
-    return raw
 
 
 def _from_yaml(model: Any, path: str | Path, overrides: dict[str, Any], required: tuple[str, ...]) -> Any:
     """A config file's settings, with the command line's (`overrides`, None = not given) on top."""
-    raw = _read_yaml(path)
+    raw = read_yaml_mapping(path)
     raw.update({k: v for k, v in overrides.items() if v is not None})
     missing = [k for k in required if raw.get(k) is None]
     if missing:
         raise SpanlabError(f"{path}: no {', '.join(missing)}; set it in the file or pass --{missing[0]}")
-    return _parse(model, raw, source=str(path))
-
-
-def _parse(model: Any, raw: dict[str, Any], source: str) -> Any:
-    try:
-        return model.model_validate(raw)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "config"
-        raise SpanlabError(f"{source}: {where}: {str(first['msg']).removeprefix('Value error, ')}") from None
+    return validated(model, raw, source=str(path))

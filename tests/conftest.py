@@ -38,6 +38,18 @@ def cli():
 
 
 @pytest.fixture
+def cli_output(capsys):
+    """cli_output(argv) runs `spanlab ARGV` in-process; returns (exit code, stdout, stderr)."""
+
+    def run(argv: list[object]) -> tuple[int, str, str]:
+        code = _cli(*argv)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+@pytest.fixture
 def kernel_choices():
     """Force kernel choices (spanlab.kernels) for one test: `kernel_choices("se_memory=triton")`;
     each call stacks on the previous ones, and all are undone when the test ends."""

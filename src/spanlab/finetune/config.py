@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from spanlab.attention.registry import PAPER_CHUNK_SIZES, VARIANTS, default_chunk_sizes, default_window  # noqa: F401
 from spanlab.configs import as_value_error, read_yaml_mapping, validated
@@ -16,6 +16,15 @@ from spanlab.units import parse_length
 
 def _as_length(v: str) -> int:
     return as_value_error(parse_length, v)  # a ValueError: pydantic names the field
+
+
+def _patchable(name: str) -> str:
+    as_value_error(lambda n: VARIANTS.get_spec(n, patchable=True), name)
+    return name
+
+
+# The `attention` field of fine-tuning and perplexity: a variant patch_attention can install.
+PatchableVariant = Annotated[str, AfterValidator(_patchable)]
 
 
 # A variant's own default learning rate is in the registry (S²: 2e-5, the paper's recipe).
@@ -49,7 +58,7 @@ class FinetuneConfig(BaseModel):
     heldout: list[str] = Field(default_factory=list, description="eval sample files whose needles stay out of task rows")
 
     context: int = Field(8192, ge=16)
-    attention: str = Field("se", description="a patchable variant of spanlab.attention.VARIANTS")
+    attention: PatchableVariant = Field("se", description="a patchable variant of spanlab.attention.VARIANTS")
     window: int | None = Field(None, ge=1, description="sw window (default context/2: the paper's 4096 at 8192)")
     group_size: int | None = Field(None, ge=1, description="s2 group size (default context/4, LongLoRA's)")
     chunk_size: list[PositiveInt] | None = Field(
@@ -83,11 +92,6 @@ class FinetuneConfig(BaseModel):
     merge: bool = Field(True, description="also save the merged model in HF format under out/merged")
     progress: bool = True
     kernels: KernelChoices = Field(default_factory=dict, description="kernel choices (spanlab.kernels), e.g. {se_memory: backend}")
-
-    @field_validator("attention")
-    @classmethod
-    def _known_variant(cls, name: str) -> str:
-        return _patchable(name)
 
     @field_validator("context", "window", "group_size", mode="before")
     @classmethod
@@ -194,7 +198,7 @@ class PplConfig(BaseModel):
     data: list[str] = Field(..., min_length=1, description="txt / jsonl / parquet files or folders")
     lengths: list[int] = Field(default_factory=lambda: [2048, 8192, 16384, 32768], min_length=1,
                                description="window lengths, each scored on its own")
-    attention: str = Field("full", description="a patchable variant of spanlab.attention.VARIANTS")
+    attention: PatchableVariant = Field("full", description="a patchable variant of spanlab.attention.VARIANTS")
     window: int | None = Field(None, ge=1, description="sw window")
     group_size: int | None = Field(None, ge=1, description="s2 group size")
     chunk_size: int | None = Field(None, ge=1, description="se chunk size")
@@ -209,11 +213,6 @@ class PplConfig(BaseModel):
     out: Path | None = Field(None, description="JSONL file the results are appended to")
     progress: bool = True
     kernels: KernelChoices = Field(default_factory=dict, description="kernel choices (spanlab.kernels)")
-
-    @field_validator("attention")
-    @classmethod
-    def _known_variant(cls, name: str) -> str:
-        return _patchable(name)
 
     @field_validator("lengths", mode="before")
     @classmethod
@@ -250,9 +249,6 @@ class PplConfig(BaseModel):
         return _from_yaml(cls, path, overrides, required=("model", "data"))
 
 
-def _patchable(name: str) -> str:
-    as_value_error(lambda n: VARIANTS.get_spec(n, patchable=True), name)
-    return name
 
 
 def _from_yaml(model: Any, path: str | Path, overrides: dict[str, Any], required: tuple[str, ...]) -> Any:

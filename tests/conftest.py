@@ -5,6 +5,22 @@ from __future__ import annotations
 import pytest
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` are skipped where CUDA is not available (one rule for every folder)."""
+    gpu = [item for item in items if "gpu" in item.keywords]
+    if not gpu:
+        return
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None and torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in gpu:
+        item.add_marker(skip)
+
+
 def _cli(*args: object) -> int:
     from spanlab.cli import main
 
@@ -19,6 +35,18 @@ def _cli(*args: object) -> int:
 def cli():
     """Run `spanlab ARGS` in-process; returns the exit code."""
     return _cli
+
+
+@pytest.fixture
+def cli_output(capsys):
+    """cli_output(argv) runs `spanlab ARGV` in-process; returns (exit code, stdout, stderr)."""
+
+    def run(argv: list[object]) -> tuple[int, str, str]:
+        code = _cli(*argv)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
 
 
 @pytest.fixture

@@ -97,7 +97,8 @@ def parse_depth(value: str | float) -> float:
     except (TypeError, ValueError):
         raise SpanlabError(f"bad depth {value!r}; a depth is a percentage from 0 to 100, e.g. 50") from None
     if not 0 <= d <= 100:
-        raise SpanlabError(f"bad depth {value!r}: depths are percentages from 0 to 100")
+        raise SpanlabError(f"bad depth {value!r}: outside 0-100; a depth is the needle's position in percent "
+                           "of the haystack, from 0 to 100")
     return d
 
 

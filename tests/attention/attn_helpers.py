@@ -1,3 +1,8 @@
+import os
+import pathlib
+import subprocess
+import sys
+
 import torch
 
 from spanlab.attention import naive
@@ -38,3 +43,15 @@ def reference(variant, q, k, v, params, blocks=None):
     sel = {"se": "relevance", "se-nomem": "none", "se-random": "random", "se-landmark": "landmark", "se-meanq": "meanq"}[variant]
     kw = {kk: params[kk] for kk in ("chunk_size", "block_size", "top_k", "generator") if kk in params}
     return naive.se_attention_reference(q, k, v, selection=sel, blocks=blocks, **kw)
+
+
+def run_triton_checks(*args: str) -> str:
+    """`python triton_checks.py ARGS` in Triton's CPU interpreter (TRITON_INTERPRET=1 must be set
+    before triton is imported, hence a subprocess); fails the test on a non-zero exit, else
+    returns its stdout."""
+    here = pathlib.Path(__file__).parent
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, str(here / "triton_checks.py"), *args], env=env, capture_output=True,
+                       text=True, timeout=600, check=False)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout

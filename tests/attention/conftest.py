@@ -1,17 +1,6 @@
-import pytest
-import torch
+"""The attention tests' helpers (`attn_helpers`, `triton_checks`) made importable: --import-mode=importlib
+puts no test folder on sys.path. The `gpu` marker's skip is the root conftest's."""
 
-
-def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs CUDA")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
-
-
-# --import-mode=importlib puts no test folder on sys.path; make `attn_helpers` importable.
 import pathlib
 import sys
 

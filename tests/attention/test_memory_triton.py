@@ -2,28 +2,17 @@
 reference, on CPU through Triton's interpreter and on CUDA; at a realistic size the same result as
 the cuDNN route it replaced; safe to capture in a CUDA graph."""
 
-import os
-import pathlib
-import subprocess
-import sys
-
 import pytest
 import torch
-from attn_helpers import rand_qkv, rel_err
+from attn_helpers import rand_qkv, rel_err, run_triton_checks
 
 from spanlab.attention import get_attention
-
-HERE = pathlib.Path(__file__).parent
 
 
 @pytest.mark.slow
 def test_memory_kernels_in_interpreter():
     pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
-    r = subprocess.run([sys.executable, str(HERE / "triton_checks.py"), "cpu", "memory"], env=env, capture_output=True,
-                       text=True, timeout=600, check=False)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "triton memory-piece checks passed" in r.stdout
+    assert "triton memory-piece checks passed" in run_triton_checks("cpu", "memory")
 
 
 @pytest.mark.gpu

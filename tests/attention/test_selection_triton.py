@@ -1,25 +1,15 @@
 """The fused Triton selection kernel: same summaries, query sums and block choice as the float64
 references, on CPU through Triton's interpreter (when triton is installed) and on CUDA."""
 
-import os
-import pathlib
-import subprocess
-import sys
-
 import pytest
 import torch
-
-HERE = pathlib.Path(__file__).parent
+from attn_helpers import run_triton_checks
 
 
 @pytest.mark.slow
 def test_triton_selection_kernel_in_interpreter():
     pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
-    r = subprocess.run([sys.executable, str(HERE / "triton_checks.py"), "cpu"], env=env, capture_output=True,
-                       text=True, timeout=600, check=False)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "triton selection checks passed" in r.stdout
+    assert "triton selection checks passed" in run_triton_checks("cpu")
 
 
 @pytest.mark.gpu

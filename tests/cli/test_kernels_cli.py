@@ -37,7 +37,7 @@ def test_profile_records_the_kernel_choices_with_its_rows(tmp_path, cli):
 
 
 def test_config_models_take_a_kernels_mapping(tmp_path):
-    from spanlab.cli._common import validated
+    from spanlab.configs import validated
     from spanlab.eval import EvalConfig
     from spanlab.finetune.config import FinetuneConfig
     from spanlab.study.config import ProfileSpec

@@ -47,7 +47,7 @@ def test_config_file_with_flags_on_top(tmp_path, user_error):
     cfg = PplConfig.from_yaml(path, lengths="2k")
     assert (cfg.model, cfg.lengths, cfg.window, cfg.kernels) == ("m", [2048], 512, {"fused": "off"})
     path.write_text("model: m\ndata: [d]\nbatch_size: 0\n")
-    with pytest.raises(SpanlabError, match=r"ppl.yaml: batch_size: Input should be greater than or equal to 1"):
+    with pytest.raises(SpanlabError, match=r"ppl.yaml: batch_size must be greater than or equal to 1 \(got 0\)"):
         PplConfig.from_yaml(path)
     path.write_text("model: m\ndata: [d]\nbatchsize: 2\n")
     assert "ppl.yaml: batchsize: Extra inputs are not permitted" in user_error("ppl", "--config", path)

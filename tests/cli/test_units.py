@@ -74,7 +74,7 @@ def test_every_command_rejects_4kk_and_1k6_with_exit_2(args, tmp_path, user_erro
 
 
 def test_eval_lengths_4k_means_4096(tmp_path):
-    from spanlab.cli._common import validated
+    from spanlab.configs import validated
     from spanlab.eval import EvalConfig
 
     cfg = validated(EvalConfig, {"model": "m", "out": str(tmp_path), "lengths": "4k,1.5k"})

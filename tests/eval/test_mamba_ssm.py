@@ -3,56 +3,29 @@
 from __future__ import annotations
 
 import json
+import pathlib
+import sys
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-D, V = 64, 8192
+# The checkpoint writer (and the dense reference) of mamba_ssm's format live beside the Mamba2-Attn
+# tests; --import-mode=importlib puts no test folder on sys.path.
+_REF = str(pathlib.Path(__file__).parents[1] / "models")
+if _REF not in sys.path:
+    sys.path.insert(0, _REF)
+import mamba_ssm_ref  # noqa: E402
+
+V = 8192  # the built-in tokenizer's vocabulary: converted checkpoints are evaluated with it
 SSM = {"layer": "Mamba2", "d_state": 16, "headdim": 16, "ngroups": 1, "expand": 2, "chunk_size": 32}
 
 
-def _attn(rot: int):
-    return {"num_heads": 4, "num_heads_kv": 2, "head_dim": 32, "rotary_emb_dim": rot, "causal": True,
-            "out_proj_bias": False, "qkv_proj_bias": False}
-
-
 def write_checkpoint(path, *, attn_layer_idx=(), rot=32, d_intermediate=0, n_layer=2, seed=0):
-    """A checkpoint laid out exactly as mamba_ssm's MambaLMHeadModel.save_pretrained writes it."""
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape, scale=0.05):
-        return torch.randn(*shape, generator=g) * scale
-
-    sd = {"backbone.embedding.weight": rnd(V, D, scale=0.5), "backbone.norm_f.weight": 1 + rnd(D)}
-    d_inner, ds, nh = 2 * D, SSM["d_state"], 2 * D // SSM["headdim"]
-    for i in range(n_layer):
-        p = f"backbone.layers.{i}."
-        sd[p + "norm.weight"] = 1 + rnd(D)
-        if i in attn_layer_idx:
-            sd[p + "mixer.in_proj.weight"] = rnd((4 + 2 * 2) * 32, D, scale=0.2)
-            sd[p + "mixer.out_proj.weight"] = rnd(D, 4 * 32)
-        else:
-            sd[p + "mixer.in_proj.weight"] = rnd(2 * d_inner + 2 * ds + nh, D, scale=0.2)
-            sd[p + "mixer.conv1d.weight"] = rnd(d_inner + 2 * ds, 1, 4, scale=0.3)
-            sd[p + "mixer.conv1d.bias"] = rnd(d_inner + 2 * ds)
-            sd[p + "mixer.dt_bias"] = rnd(nh, scale=0.5) - 2
-            sd[p + "mixer.A_log"] = torch.log(torch.rand(nh, generator=g) * 15 + 1)
-            sd[p + "mixer.D"] = 1 + rnd(nh)
-            sd[p + "mixer.norm.weight"] = 1 + rnd(d_inner)
-            sd[p + "mixer.out_proj.weight"] = rnd(D, d_inner)
-        if d_intermediate:
-            sd[p + "norm2.weight"] = 1 + rnd(D)
-            sd[p + "mlp.fc1.weight"] = rnd(2 * d_intermediate, D, scale=0.2)
-            sd[p + "mlp.fc2.weight"] = rnd(D, d_intermediate)
-    cfg = {"d_model": D, "d_intermediate": d_intermediate, "n_layer": n_layer, "vocab_size": V, "ssm_cfg": SSM,
-           "attn_layer_idx": list(attn_layer_idx), "attn_cfg": _attn(rot) if attn_layer_idx else {},
-           "rms_norm": True, "residual_in_fp32": True, "fused_add_norm": True, "pad_vocab_size_multiple": 8,
-           "tie_embeddings": True}
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(cfg))
-    torch.save(sd, path / "pytorch_model.bin")
-    return cfg, sd
+    """A mamba_ssm checkpoint at these tests' sizes: 64 wide, attention (if any) without a q/k/v conv."""
+    return mamba_ssm_ref.write_checkpoint(path, d_model=64, vocab=V, n_layer=n_layer, attn_layer_idx=attn_layer_idx,
+                                          heads=4, kv_heads=2, head_dim=32, rot=rot, d_conv=0,
+                                          d_intermediate=d_intermediate, ssm=SSM, seed=seed)
 
 
 def _logits(model, ids):

@@ -14,17 +14,6 @@ from spanlab.tasks.diskcache import ENV
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 
-def pytest_collection_modifyitems(config, items):
-    import torch
-
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs CUDA")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
-
-
 @pytest.fixture(scope="session")
 def tokenizer():
     from spanlab.tasks.tokenizer import load_tokenizer

@@ -14,16 +14,19 @@ SSM = {"layer": "Mamba2", "d_state": 8, "headdim": 8, "ngroups": 2, "expand": 2,
 
 
 def write_checkpoint(path, *, d_model=32, vocab=64, n_layer=4, attn_layer_idx=(1, 3), heads=4, kv_heads=2, head_dim=16,
-                     rot=8, d_conv=4, mlp_dim=0, d_intermediate=0, qkv_bias=False, out_bias=False, seed=0):
-    """config.json + pytorch_model.bin exactly as mamba_ssm's save_pretrained lays them out."""
+                     rot=8, d_conv=4, mlp_dim=0, d_intermediate=0, qkv_bias=False, out_bias=False, ssm=None, seed=0):
+    """config.json + pytorch_model.bin exactly as mamba_ssm's save_pretrained lays them out (path
+    None: not written); `ssm` overrides the Mamba2 layers' `ssm_cfg` (default SSM); `d_conv` is the
+    attention layers' q/k/v conv (0: none, the Transformer++ / Mamba2-Hybrid layout)."""
+    ssm = {**SSM, **(ssm or {})}
     g = torch.Generator().manual_seed(seed)
 
     def rnd(*shape, scale=0.1):
         return torch.randn(*shape, generator=g) * scale
 
     sd = {"backbone.embedding.weight": rnd(vocab, d_model, scale=0.5), "backbone.norm_f.weight": 1 + rnd(d_model)}
-    ds, hd, ng = SSM["d_state"], SSM["headdim"], SSM["ngroups"]
-    d_inner = SSM["expand"] * d_model
+    ds, hd, ng = ssm["d_state"], ssm["headdim"], ssm["ngroups"]
+    d_inner = ssm["expand"] * d_model
     nh = d_inner // hd
     qkv = (heads + 2 * kv_heads) * head_dim
     for i in range(n_layer):
@@ -54,7 +57,7 @@ def write_checkpoint(path, *, d_model=32, vocab=64, n_layer=4, attn_layer_idx=(1
             sd[p + "mlp.fc2.weight"] = rnd(d_model, d_intermediate)
     attn_cfg = {"num_heads": heads, "num_heads_kv": kv_heads, "head_dim": head_dim, "rotary_emb_dim": rot,
                 "d_conv": d_conv, "mlp_dim": mlp_dim, "causal": True, "qkv_proj_bias": qkv_bias, "out_proj_bias": out_bias}
-    cfg = {"d_model": d_model, "d_intermediate": d_intermediate, "n_layer": n_layer, "vocab_size": vocab, "ssm_cfg": SSM,
+    cfg = {"d_model": d_model, "d_intermediate": d_intermediate, "n_layer": n_layer, "vocab_size": vocab, "ssm_cfg": ssm,
            "attn_layer_idx": list(attn_layer_idx), "attn_cfg": attn_cfg if attn_layer_idx else {}, "rms_norm": True,
            "residual_in_fp32": True, "fused_add_norm": True, "pad_vocab_size_multiple": 8, "tie_embeddings": True}
     if path is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from spanlab.cli import _generate, load_app, main
+from spanlab.cli import _generate, load_app
 from spanlab.cli._generate import OPTIONS, ProgressBar, parse_args
 
 
@@ -79,44 +79,34 @@ def test_generate_does_not_import_typer_or_pydantic(tmp_path):
     assert (tmp_path / "1024/vt.jsonl").exists()
 
 
-def _run(argv, capsys):
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.mark.parametrize("extra", [
     ["--tasks", "vt,fwe", "--lengths", "1024", "-n", "2"],
     ["--tasks", "niah_single_2@depth=150", "-n", "1"],  # a SpanlabError: one line, exit 2
     ["--tasks", "vt", "--lengths", "4x", "-n", "1"],
     ["--tasks", "vt", "--suite", "ruler", "-n", "1"],
 ])
-def test_fast_and_typer_paths_give_the_same_files_output_and_exit(extra, tmp_path, capsys, monkeypatch):
+def test_fast_and_typer_paths_give_the_same_files_output_and_exit(extra, tmp_path, cli_output, monkeypatch):
     results = []
     for path in ("fast", "typer"):
         out_dir = tmp_path / path
         with monkeypatch.context() as m:
             if path == "typer":
                 m.setattr(_generate, "parse_args", lambda argv: None)
-            code, out, err = _run(["generate", *extra, "--out", str(out_dir)], capsys)
+            code, out, err = cli_output(["generate", *extra, "--out", str(out_dir)])
         files = {p.relative_to(out_dir).as_posix(): p.read_bytes() for p in sorted(out_dir.rglob("*.jsonl"))}
         results.append((code, out.replace(str(out_dir), "OUT"), err, files))
     assert results[0] == results[1]
 
 
-def test_typer_path_still_answers_help_and_usage_errors(capsys):
-    code, out, _ = _run(["generate", "--help"], capsys)
+def test_typer_path_still_answers_help_and_usage_errors(cli_output):
+    code, out, _ = cli_output(["generate", "--help"])
     assert code == 0 and "--num-samples" in out and "Usage" in out
-    code, _, err = _run(["generate", "--tasks", "vt", "--bogus"], capsys)
+    code, _, err = cli_output(["generate", "--tasks", "vt", "--bogus"])
     assert code == 2 and "No such option" in err
 
 
-def test_manifest_and_summary(tmp_path, capsys):
-    code, out, _ = _run(["generate", "--tasks", "cwe", "--lengths", "1024", "-n", "1", "--out", str(tmp_path)], capsys)
+def test_manifest_and_summary(tmp_path, cli_output):
+    code, out, _ = cli_output(["generate", "--tasks", "cwe", "--lengths", "1024", "-n", "1", "--out", str(tmp_path)])
     assert code == 0 and out == f"wrote 1 file(s), 0 already up to date, in {tmp_path}\n"
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["tasks"] == ["cwe"] and manifest["lengths"] == [1024] and manifest["tokenizer"] == "builtin"

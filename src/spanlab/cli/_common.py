@@ -1,5 +1,6 @@
-"""Helpers every command shares: checking an output folder before any work, and turning a
-pydantic validation error of a config model into a one-line SpanlabError that names the flag.
+"""Helpers every command shares: checking an output folder before any work, the `--kernels` help,
+and quieting transformers' harmless warnings. Flags are validated by the config models through
+`spanlab.configs.validated`.
 
 Private (leading underscore), so the command discovery in `spanlab.cli` does not import it as a
 command module. Imports neither Typer nor torch.
@@ -8,13 +9,10 @@ command module. Imports neither Typer nor torch.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from spanlab.errors import SpanlabError
-
-M = TypeVar("M")
 
 
 def check_out_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
@@ -43,40 +41,6 @@ def kernels_help() -> str:
     listed = "; ".join(f"{n}={'|'.join(choices(n))}" for n in NAMES)
     return (f"Kernel choices for this run, KEY=VALUE,... over SPANLAB_KERNELS (same results, other speed; "
             f"recorded with the run; docs/eval.md): {listed}. Default: auto everywhere.")
-
-
-def flag_name(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
-def validated(model: type[M], values: Mapping[str, Any], *, flags: Mapping[str, str] | None = None,
-              source: str = "") -> M:
-    """`model.model_validate(values)`, with a validation error reported as the flag (or, with
-    `source`, the config file field) that was wrong: `--num-samples: must be >= 1 (got 0)`."""
-    from pydantic import ValidationError
-
-    try:
-        return model.model_validate(dict(values))  # type: ignore[attr-defined]
-    except ValidationError as e:
-        raise SpanlabError(describe_validation_error(e, flags=flags, source=source)) from None
-
-
-def describe_validation_error(e: Any, *, flags: Mapping[str, str] | None = None, source: str = "") -> str:
-    first = e.errors()[0]
-    loc = [str(x) for x in first["loc"]]
-    field = loc[0] if loc else ""
-    if source:
-        where = f"{source}: {'.'.join(loc) or 'config'}"
-    else:
-        where = (flags or {}).get(field) or (flag_name(field) if field else "options")
-    msg = str(first["msg"])
-    msg = msg.removeprefix("Value error, ")  # a validator's own message is already a sentence
-    got = first.get("input")
-    more = f" (got {got!r})" if loc and not isinstance(got, (dict, list)) and repr(got) not in msg and "got" not in msg else ""
-    extra = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-    if msg.startswith("Input should be "):  # pydantic's own limits read as "--flag must be ..."
-        return f"{where} must be {msg[len('Input should be '):]}{more}{extra}"
-    return f"{where}: {msg}{more}{extra}"
 
 
 # transformers messages that are expected and harmless in spanlab's runs (Mamba2-family models

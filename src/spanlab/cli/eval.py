@@ -52,7 +52,8 @@ def eval_cmd(
     kernels: str | None = typer.Option(None, help=kernels_help()),
 ) -> None:
     """Evaluate a model on RULER-style tasks; results go to OUT/results.jsonl and OUT/manifest.json."""
-    from spanlab.cli._common import check_out_dir, quiet_transformers, validated
+    from spanlab.cli._common import check_out_dir, quiet_transformers
+    from spanlab.configs import validated
     from spanlab.eval import run_eval
     from spanlab.eval.runner import check_config
 

@@ -70,7 +70,8 @@ def finetune(
     kernels: str | None = typer.Option(None, help=kernels_help()),
 ) -> None:
     """Fine-tune a model for longer context; resumes from OUT's last checkpoint if there is one."""
-    from spanlab.cli._common import check_out_dir, validated
+    from spanlab.cli._common import check_out_dir
+    from spanlab.configs import validated
     from spanlab.finetune.config import FinetuneConfig
 
     flags = {

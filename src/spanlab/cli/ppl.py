@@ -41,7 +41,8 @@ def ppl(
     kernels: str | None = typer.Option(None, help=kernels_help()),
 ) -> None:
     """Print (and optionally journal) perplexity per window length."""
-    from spanlab.cli._common import check_out_dir, validated
+    from spanlab.cli._common import check_out_dir
+    from spanlab.configs import validated
     from spanlab.finetune.config import PplConfig
 
     flags = {"model": model, "data": data or None, "lengths": lengths, "attention": attention, "window": window,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import typing
 from pathlib import Path
 
 import typer
@@ -11,6 +12,11 @@ from spanlab.attention.registry import VARIANTS
 from spanlab.cli._common import kernels_help
 from spanlab.cli.app import app
 from spanlab.errors import SpanlabError
+from spanlab.study.config import ProfileSpec
+
+# --chunk-mode is a study's `profile.chunk_mode`: its values and default come from ProfileSpec.
+_CHUNK_MODE = ProfileSpec.model_fields["chunk_mode"]
+CHUNK_MODES = typing.get_args(_CHUNK_MODE.annotation)
 
 
 def _ints(flag: str, text: str) -> list[int]:
@@ -36,7 +42,12 @@ def profile(
     batch: int = typer.Option(1, help="Batch size."),
     dtype: str = typer.Option("bf16", help="bf16 | fp16 | fp32."),
     mode: str = typer.Option("op", help="op: attention alone; layer: QKV projection + attention + output projection."),
-    chunk_sizes: str = typer.Option("2048,4096", help="SE-Attn chunk sizes; one row per size."),
+    chunk_sizes: str = typer.Option("2048,4096", help="SE-Attn chunk sizes, e.g. 2048,4096 (see --chunk-mode)."),
+    chunk_mode: str = typer.Option(
+        _CHUNK_MODE.default,
+        help=f"{' | '.join(CHUNK_MODES)}: each = one SE row per chunk size (se[M=2048], se[M=4096]); "
+             "alternate = one SE row whose step runs a layer call per chunk size in turn, as the paper's "
+             "training draws one per call (se[M=2048/4096], time per layer call). A study's profile.chunk_mode."),
     block_size: int = typer.Option(32, help="SE-Attn memory block size."),
     top_k: int = typer.Option(8, help="SE-Attn retrieved blocks per chunk."),
     window: str = typer.Option("4096", help="Sliding-window size, e.g. 4096 or 4k."),
@@ -55,9 +66,9 @@ def profile(
     from rich.table import Table
 
     from spanlab.attention.profile import display_label, read_rows, run_profile
-    from spanlab.cli._common import check_out_dir, validated
+    from spanlab.cli._common import check_out_dir
+    from spanlab.configs import validated
     from spanlab.report.profile_plots import plot_profile_rows
-    from spanlab.study.config import ProfileSpec
     from spanlab.units import format_length, parse_length
 
     try:
@@ -68,7 +79,7 @@ def profile(
     # The limits of these flags are those of a study's `profile:` block (one model, two front ends).
     spec = validated(ProfileSpec, dict(
         variants=[v.strip() for v in variants.split(",") if v.strip()], lengths=length_list, chunk_sizes=chunk_list,
-        window=window_len, group_size=group_size, block_size=block_size, top_k=top_k, heads=heads,
+        chunk_mode=chunk_mode, window=window_len, group_size=group_size, block_size=block_size, top_k=top_k, heads=heads,
         kv_heads=kv_heads, head_dim=head_dim, batch=batch, dtype=dtype, mode=mode, warmup=warmup, repeats=repeats,
         kernels=kernels or {},
     ))
@@ -86,7 +97,7 @@ def profile(
         variants=[v.strip() for v in variants.split(",") if v.strip()],
         lengths=length_list,
         heads=heads, kv_heads=kv_heads or None, head_dim=head_dim, batch=batch, dtype=dtype, mode=mode,
-        chunk_sizes=chunk_list, window=window_len, group_size=group_size,
+        chunk_sizes=chunk_list, chunk_mode=spec.chunk_mode, window=window_len, group_size=group_size,
         block_size=block_size, top_k=top_k, warmup=warmup, repeats=repeats, device=device, seed=seed,
         csv_path=csv_path, on_row=show, kernels=spec.kernels,
     )

@@ -46,7 +46,8 @@ def train_cmd(
     """Pre-train a zoo model: same data order and tokenizer for every architecture."""
     from rich.console import Console
 
-    from spanlab.cli._common import check_out_dir, validated
+    from spanlab.cli._common import check_out_dir
+    from spanlab.configs import validated
     from spanlab.pretrain.data import DEFAULT_TASKS
     from spanlab.pretrain.run import (
         PretrainConfig,

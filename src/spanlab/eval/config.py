@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from spanlab.configs import as_value_error
 from spanlab.kernels import KernelChoices
 from spanlab.models.prefill import DEFAULT_PREFILL_CHUNK
 from spanlab.units import parse_depth, parse_length
@@ -68,27 +69,16 @@ class EvalConfig(BaseModel):
         # "4k,8k" (a flag), ["4k", 8192] (YAML) and [4096] all mean the same lengths.
         if isinstance(v, str):
             v = v.split(",")
-        return [_value_error(parse_length, x) for x in v if str(x).strip()] if isinstance(v, (list, tuple)) else v
+        return [as_value_error(parse_length, x) for x in v if str(x).strip()] if isinstance(v, (list, tuple)) else v
 
     @field_validator("train_length", mode="before")
     @classmethod
     def _train_length(cls, v: Any) -> Any:
-        return None if v is None else _value_error(parse_length, v)
+        return None if v is None else as_value_error(parse_length, v)
 
     @field_validator("depths", mode="before")
     @classmethod
     def _depths(cls, v: Any) -> Any:
         if isinstance(v, str):
             v = [x for x in v.split(",") if x.strip()] or None
-        return None if v is None else [_value_error(parse_depth, x) for x in v]
-
-
-def _value_error(parse: Any, value: Any) -> Any:
-    # pydantic reports a ValueError as a validation error of the field (named as its flag by the
-    # CLI, as its key by a YAML loader); a SpanlabError would pass through without that name.
-    from spanlab.errors import SpanlabError
-
-    try:
-        return parse(value)
-    except SpanlabError as e:
-        raise ValueError(str(e)) from None
+        return None if v is None else [as_value_error(parse_depth, x) for x in v]

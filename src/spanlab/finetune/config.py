@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from spanlab.attention.registry import PAPER_CHUNK_SIZES, VARIANTS, default_chunk_sizes, default_window  # noqa: F401
+from spanlab.configs import as_value_error, read_yaml_mapping, validated
 from spanlab.errors import SpanlabError
 from spanlab.kernels import KernelChoices
+from spanlab.units import parse_length
 
 
-def _length_or_value_error(v: str) -> int:
-    from spanlab.units import parse_length
+def _as_length(v: str) -> int:
+    return as_value_error(parse_length, v)  # a ValueError: pydantic names the field
 
-    try:
-        return parse_length(v)
-    except SpanlabError as e:  # a ValueError: pydantic names the field
-        raise ValueError(str(e)) from None
+
+def _patchable(name: str) -> str:
+    as_value_error(lambda n: VARIANTS.get_spec(n, patchable=True), name)
+    return name
+
+
+# The `attention` field of fine-tuning and perplexity: a variant patch_attention can install.
+PatchableVariant = Annotated[str, AfterValidator(_patchable)]
 
 
 # A variant's own default learning rate is in the registry (S²: 2e-5, the paper's recipe).
@@ -53,7 +58,7 @@ class FinetuneConfig(BaseModel):
     heldout: list[str] = Field(default_factory=list, description="eval sample files whose needles stay out of task rows")
 
     context: int = Field(8192, ge=16)
-    attention: str = Field("se", description="a patchable variant of spanlab.attention.VARIANTS")
+    attention: PatchableVariant = Field("se", description="a patchable variant of spanlab.attention.VARIANTS")
     window: int | None = Field(None, ge=1, description="sw window (default context/2: the paper's 4096 at 8192)")
     group_size: int | None = Field(None, ge=1, description="s2 group size (default context/4, LongLoRA's)")
     chunk_size: list[PositiveInt] | None = Field(
@@ -88,23 +93,18 @@ class FinetuneConfig(BaseModel):
     progress: bool = True
     kernels: KernelChoices = Field(default_factory=dict, description="kernel choices (spanlab.kernels), e.g. {se_memory: backend}")
 
-    @field_validator("attention")
-    @classmethod
-    def _known_variant(cls, name: str) -> str:
-        return _patchable(name)
-
     @field_validator("context", "window", "group_size", mode="before")
     @classmethod
     def _length(cls, v: Any) -> Any:
         # Lengths read like every command's (spanlab.units): 8192, 8k.
-        return _length_or_value_error(v) if isinstance(v, str) else v
+        return _as_length(v) if isinstance(v, str) else v
 
     @field_validator("loss_chunk", mode="before")
     @classmethod
     def _rows(cls, v: Any) -> Any:
         # A length, or 0 for the dense loss (which parse_length, meant for lengths, refuses).
         if isinstance(v, str):
-            return 0 if v.strip() == "0" else _length_or_value_error(v)
+            return 0 if v.strip() == "0" else _as_length(v)
         return v
 
     @field_validator("chunk_size", mode="before")
@@ -114,7 +114,7 @@ class FinetuneConfig(BaseModel):
             v = [x for x in v.split(",") if x.strip()]
         if isinstance(v, (int, str)):
             v = [v]
-        return [_length_or_value_error(x) if isinstance(x, str) else x for x in v] if isinstance(v, list) else v
+        return [_as_length(x) if isinstance(x, str) else x for x in v] if isinstance(v, list) else v
 
     @model_validator(mode="after")
     def _check(self) -> FinetuneConfig:
@@ -186,7 +186,7 @@ class FinetuneConfig(BaseModel):
 
     @classmethod
     def parse(cls, raw: dict[str, Any], source: str = "options") -> FinetuneConfig:
-        return _parse(cls, raw, source)
+        return validated(cls, raw, source=source)
 
 
 class PplConfig(BaseModel):
@@ -198,7 +198,7 @@ class PplConfig(BaseModel):
     data: list[str] = Field(..., min_length=1, description="txt / jsonl / parquet files or folders")
     lengths: list[int] = Field(default_factory=lambda: [2048, 8192, 16384, 32768], min_length=1,
                                description="window lengths, each scored on its own")
-    attention: str = Field("full", description="a patchable variant of spanlab.attention.VARIANTS")
+    attention: PatchableVariant = Field("full", description="a patchable variant of spanlab.attention.VARIANTS")
     window: int | None = Field(None, ge=1, description="sw window")
     group_size: int | None = Field(None, ge=1, description="s2 group size")
     chunk_size: int | None = Field(None, ge=1, description="se chunk size")
@@ -214,11 +214,6 @@ class PplConfig(BaseModel):
     progress: bool = True
     kernels: KernelChoices = Field(default_factory=dict, description="kernel choices (spanlab.kernels)")
 
-    @field_validator("attention")
-    @classmethod
-    def _known_variant(cls, name: str) -> str:
-        return _patchable(name)
-
     @field_validator("lengths", mode="before")
     @classmethod
     def _lengths(cls, v: Any) -> Any:
@@ -226,7 +221,7 @@ class PplConfig(BaseModel):
             v = str(v).split(",")
         if not isinstance(v, list):
             return v
-        out = [_length_or_value_error(x) if isinstance(x, str) else x for x in v if str(x).strip()]
+        out = [_as_length(x) if isinstance(x, str) else x for x in v if str(x).strip()]
         if any(isinstance(n, int) and n < 2 for n in out):
             raise ValueError("a window predicts length-1 tokens: use lengths of at least 2 tokens, e.g. 2k,8k")
         return out
@@ -234,7 +229,7 @@ class PplConfig(BaseModel):
     @field_validator("window", "group_size", "chunk_size", mode="before")
     @classmethod
     def _length(cls, v: Any) -> Any:
-        return _length_or_value_error(v) if isinstance(v, str) else v
+        return _as_length(v) if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _check(self) -> PplConfig:
@@ -254,41 +249,13 @@ class PplConfig(BaseModel):
         return _from_yaml(cls, path, overrides, required=("model", "data"))
 
 
-def _patchable(name: str) -> str:
-    try:
-        VARIANTS.get_spec(name, patchable=True)
-    except SpanlabError as e:
-        raise ValueError(str(e)) from None
-    return name
-
-
-def _read_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise SpanlabError(f"{p}: no such config file")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise SpanlabError(f"{p}: invalid YAML ({e}); fix the file") from None
-    if not isinstance(raw, dict):
-        raise SpanlabError(f"{p}: expected a mapping of settings at the top level")
-    return raw
 
 
 def _from_yaml(model: Any, path: str | Path, overrides: dict[str, Any], required: tuple[str, ...]) -> Any:
     """A config file's settings, with the command line's (`overrides`, None = not given) on top."""
-    raw = _read_yaml(path)
+    raw = read_yaml_mapping(path)
     raw.update({k: v for k, v in overrides.items() if v is not None})
     missing = [k for k in required if raw.get(k) is None]
     if missing:
         raise SpanlabError(f"{path}: no {', '.join(missing)}; set it in the file or pass --{missing[0]}")
-    return _parse(model, raw, source=str(path))
-
-
-def _parse(model: Any, raw: dict[str, Any], source: str) -> Any:
-    try:
-        return model.model_validate(raw)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "config"
-        raise SpanlabError(f"{source}: {where}: {str(first['msg']).removeprefix('Value error, ')}") from None
+    return validated(model, raw, source=str(path))

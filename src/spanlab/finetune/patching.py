@@ -12,7 +12,6 @@ handles KV caches and padding: that is what evaluation after SE-Attn fine-tuning
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from torch import nn
 
 from spanlab.attention.registry import VARIANTS
 from spanlab.errors import SpanlabError
+from spanlab.models.hf_compat import registry_qk
 
 IMPL_NAME = "spanlab"
 _ORIGINAL_ATTR = "_spanlab_original_attn_implementation"
@@ -52,17 +52,7 @@ def _spanlab_attention_forward(
         )
     if dropout and module.training:
         raise SpanlabError("attention dropout is not supported by spanlab variants; set attention_dropout=0")
-    # Under autocast RoPE's fp32 cos/sin promote q and k to fp32 while v stays in the autocast
-    # dtype; v's dtype is what the projections produced, so bring q and k back to it.
-    if query.dtype != value.dtype:
-        query = query.to(value.dtype)
-    if key.dtype != value.dtype:
-        key = key.to(value.dtype)
-    head_dim = query.shape[-1]
-    # The variants scale by 1/sqrt(head_dim); models with another scale (Zamba2 uses
-    # 1/sqrt(head_dim/2)) get it by pre-scaling q, which is exactly equivalent.
-    if scaling is not None and not math.isclose(scaling * math.sqrt(head_dim), 1.0, rel_tol=1e-9):
-        query = query * (scaling * math.sqrt(head_dim))
+    query, key = registry_qk(query, key, value, scaling)  # v's dtype, the variants' 1/sqrt(head_dim)
     out = fn(query, key, value)
     return out.transpose(1, 2).contiguous(), None
 

@@ -9,6 +9,9 @@ release then needs no edit here):
   is `cache` everywhere (forward arguments, `generate` model kwargs, `ModelOutput.cache`); the old
   names are still accepted by a `deprecate_kwarg` shim until 5.40, but `generate` forwards only
   `cache=` to the model, and `inspect.signature` shows only the new name.
+- The attention registry's call (`ALL_ATTENTION_FUNCTIONS[...]`): q, k, v after the model's
+  projections and RoPE, with the model's own `scaling`; `registry_qk` brings q and k to the
+  convention of spanlab's variants.
 - Kernel-hub wrappers. Up to 5.23 `use_kernel_func_from_hub_with_fallback` returns a plain
   closure; from 5.25 (with the `kernels` package, now a transformers dependency) that closure is
   wrapped once more in a `kernels` `Func` nn.Module whose `forward` calls it. spanlab reads the
@@ -20,6 +23,7 @@ Nothing here imports torch at module import time.
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
 # The one name every post-rename transformers uses for a model's cache.
@@ -138,3 +142,16 @@ def seen_tokens(cache: Any) -> int:
             continue
     return best
 
+
+
+def registry_qk(query: Any, key: Any, value: Any, scaling: float | None) -> tuple[Any, Any]:
+    """q and k of an attention-registry call in the convention of spanlab's variants, the same for
+    training (spanlab.finetune.patching) and evaluation over a cache (spanlab.models.variant_attention):
+    the variants scale by 1/sqrt(head_dim), so a model with another `scaling` (Zamba2:
+    1/sqrt(head_dim/2)) gets it by pre-scaling q, which is exactly equivalent; and q, k come in v's
+    dtype (under autocast RoPE's fp32 cos/sin promote q and k, while v keeps the dtype the
+    projections produced)."""
+    head_dim = query.shape[-1]
+    if scaling is not None and not math.isclose(scaling * math.sqrt(head_dim), 1.0, rel_tol=1e-9):
+        query = query * (scaling * math.sqrt(head_dim))
+    return query.to(value.dtype), key.to(value.dtype)

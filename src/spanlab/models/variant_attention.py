@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from spanlab.errors import SpanlabError
 from spanlab.models.arch.base import registry_attention_modules
+from spanlab.models.hf_compat import registry_qk
 
 IMPL_NAME = "spanlab_eval_variant"
 PREFIX = "spanlab-variant:"  # HFBackend's attn_implementation channel: "spanlab-variant:<spec>"
@@ -183,13 +184,7 @@ def _attention_forward(
     past = T - n
     if past < 0:
         raise SpanlabError("variant attention: more queries than keys; it runs over a dynamic KV cache only")
-    head_dim = query.shape[-1]
-    # Same convention as training (spanlab.finetune.patching): the rules scale by 1/sqrt(head_dim),
-    # models with another scale get it by pre-scaling q.
-    if scaling is not None and not math.isclose(scaling * math.sqrt(head_dim), 1.0, rel_tol=1e-9):
-        query = query * (scaling * math.sqrt(head_dim))
-    query = query.to(value.dtype)
-    key = key.to(value.dtype)
+    query, key = registry_qk(query, key, value, scaling)  # as in training: v's dtype, 1/sqrt(head_dim)
     if rule.variant == "sw":
         return _sw_rows(query, key, value, past, rule.window).transpose(1, 2).contiguous(), None
     # SE needs the chunk's past queries and the blocks' queries: keep this layer's queries next to

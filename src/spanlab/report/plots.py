@@ -10,19 +10,11 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from spanlab.report.figures import pyplot, save
 from spanlab.report.load import Run, base_label, swept_depth
 from spanlab.report.tables import _slug, cells, grid, length_records, mean_score
 from spanlab.scoring import Score
 from spanlab.units import format_length
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display needed (CI, GPU boxes)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _n_label(ns: Sequence[int]) -> str:
@@ -31,7 +23,7 @@ def _n_label(ns: Sequence[int]) -> str:
 
 
 def depth_heatmaps(runs: Sequence[Run], out: Path) -> list[Path]:
-    plt = _plt()
+    plt = pyplot()
     paths = []
     for run in runs:
         recs = [r for r in run.records if swept_depth(r) is not None]
@@ -58,11 +50,7 @@ def depth_heatmaps(runs: Sequence[Run], out: Path) -> list[Path]:
                         text = f"{s.mean:.0f}" if same_n else f"{s.mean:.0f}\nn={s.n}"
                         ax.text(j, i, text, ha="center", va="center", fontsize=7 if same_n else 6)
             fig.colorbar(im, ax=ax, fraction=0.05)
-            fig.tight_layout()
-            p = out / f"heatmap_{_slug(run.name)}_{_slug(label)}.png"
-            fig.savefig(p, dpi=110)
-            plt.close(fig)
-            paths.append(p)
+            paths.append(save(fig, out / f"heatmap_{_slug(run.name)}_{_slug(label)}.png", dpi=110))
     return paths
 
 
@@ -80,7 +68,7 @@ def curve_points(run: Run, label: str) -> dict[int, Score]:
 def length_curves(runs: Sequence[Run], out: Path) -> list[Path]:
     """One figure per task plus one for the average: accuracy vs length, a line per run, with
     95 % error bars and n in the legend."""
-    plt = _plt()
+    plt = pyplot()
     labels = sorted({base_label(r) for run in runs for r in length_records(run)})
     paths = []
     for label in ["Average", *labels]:
@@ -107,9 +95,5 @@ def length_curves(runs: Sequence[Run], out: Path) -> list[Path]:
         ax.set_ylabel("accuracy (%), 95 % interval")
         ax.set_title(label, fontsize=9)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        p = out / f"curve_{_slug(label)}.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(save(fig, out / f"curve_{_slug(label)}.png", dpi=110))
     return paths

@@ -19,11 +19,9 @@ def plot_profile_rows(rows: Sequence[Any], out_dir: Path, stem: str = "profile",
     runtime_vs_memory}.png` in `out_dir`; returns the paths. `display` turns a row label into its
     legend text (the profile passes the attention registry's display names; report/ cannot
     import attention)."""
-    import matplotlib
+    from spanlab.report.figures import pyplot, save
 
-    matplotlib.use("Agg")  # files only; no display needed (CI, GPU boxes)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     ok = [r for r in rows if r.status == "ok" and not math.isnan(r.ms)]
     if len({r.mode for r in ok}) > 1:  # op and layer rows in one CSV: keep their curves apart
         ok = [dataclasses.replace(r, label=f"{r.label} ({r.mode})") for r in ok]
@@ -51,9 +49,5 @@ def plot_profile_rows(rows: Sequence[Any], out_dir: Path, stem: str = "profile",
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        p = out_dir / f"{stem}_{name}.png"
-        fig.savefig(p, dpi=120)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(save(fig, out_dir / f"{stem}_{name}.png"))
     return paths

@@ -8,12 +8,9 @@ from pathlib import Path
 
 def plot_loss_curves(logs: dict[str, Path], out_png: Path, *, title: str = "pre-training loss") -> Path:
     """One loss-vs-tokens line per run, read from each run's `train_log.jsonl`."""
-    import matplotlib
+    from spanlab.report.figures import pyplot, save
 
-    matplotlib.use("Agg")  # files only; no display needed (CI, GPU boxes)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     for name, log in logs.items():
         recs = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
         if recs:
@@ -24,7 +21,4 @@ def plot_loss_curves(logs: dict[str, Path], out_png: Path, *, title: str = "pre-
     ax.grid(alpha=0.3)
     if logs:
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=120)
-    plt.close(fig)
-    return out_png
+    return save(fig, out_png)

@@ -10,17 +10,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from spanlab.attention.registry import VARIANTS
+from spanlab.configs import as_value_error, read_yaml_mapping, validated
 from spanlab.errors import SpanlabError
 from spanlab.kernels import KernelChoices
 from spanlab.units import parse_count, parse_length
@@ -28,14 +27,6 @@ from spanlab.units import parse_count, parse_length
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-def _as_value_error(parse: Any, value: Any) -> Any:
-    # A ValueError becomes a pydantic error of the field (named by its YAML key or CLI flag).
-    try:
-        return parse(value)
-    except SpanlabError as e:
-        raise ValueError(str(e)) from None
 
 
 class TrainSpec(_Strict):
@@ -60,12 +51,12 @@ class TrainSpec(_Strict):
     @field_validator("context", mode="before")
     @classmethod
     def _context(cls, v: Any) -> Any:
-        return _as_value_error(parse_length, v) if isinstance(v, str) else v
+        return as_value_error(parse_length, v) if isinstance(v, str) else v
 
     @field_validator("tokens")
     @classmethod
     def _tokens(cls, v: str | int) -> str | int:
-        _as_value_error(parse_count, v)  # kept as written: the pinned study config records it so
+        as_value_error(parse_count, v)  # kept as written: the pinned study config records it so
         return v
 
 
@@ -122,10 +113,7 @@ class FinetuneSpec(_Strict):
     @classmethod
     def _known_attention(cls, settings: dict[str, Any]) -> dict[str, Any]:
         if "attention" in settings:
-            try:
-                VARIANTS.get_spec(str(settings["attention"]), patchable=True)
-            except SpanlabError as e:
-                raise ValueError(str(e)) from None
+            as_value_error(lambda name: VARIANTS.get_spec(name, patchable=True), str(settings["attention"]))
         return settings
 
 
@@ -157,10 +145,7 @@ class AttentionEvalSpec(_Strict):
                 continue
             from spanlab.models.variant_attention import parse_spec
 
-            try:
-                parse_spec(spec)
-            except SpanlabError as e:
-                raise ValueError(str(e)) from None
+            as_value_error(parse_spec, spec)
         if len(set(specs)) != len(specs):
             raise ValueError("eval_attention.attention lists a rule twice")
         return specs
@@ -213,10 +198,7 @@ class ProfileSpec(_Strict):
     @classmethod
     def _known_variants(cls, names: list[str]) -> list[str]:
         for name in names:
-            try:
-                VARIANTS.get_spec(name)
-            except SpanlabError as e:
-                raise ValueError(str(e)) from None
+            as_value_error(VARIANTS.get_spec, name)
         return names
 
 
@@ -318,16 +300,6 @@ def find_config(name_or_path: str) -> Path:
 
 def load_study(name_or_path: str, **overrides: Any) -> StudyConfig:
     path = find_config(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise SpanlabError(f"{path}: invalid YAML ({str(e).splitlines()[0]}); fix the file") from None
-    if not isinstance(raw, dict):
-        raise SpanlabError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml_mapping(path)
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return StudyConfig.model_validate(raw)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "config"
-        raise SpanlabError(f"{path}: {where}: {first['msg']}") from None
+    return validated(StudyConfig, raw, source=str(path))

@@ -32,6 +32,7 @@ from spanlab.tasks.templates import (
     singularize,
 )
 from spanlab.tasks.words import KEY_TYPES, distinct_values, value_drawer
+from spanlab.units import parse_depth
 
 NEEDLE = "One of the special magic {type_needle_v} for {key} is: {value}."
 _HAYSTACK_ALIASES = {"noise": "repeat", "repeat": "repeat", "essay": "essay", "needle": "needle"}
@@ -43,16 +44,7 @@ def _depths(value: Any) -> list[float] | None:
     if value is None:
         return None
     vals = list(value) if isinstance(value, (list, tuple)) else [value]
-    out = []
-    for v in vals:
-        try:
-            d = float(v)
-        except (TypeError, ValueError):
-            raise SpanlabError(f"depth must be a number of percent in 0-100, got {v!r}") from None
-        if not 0 <= d <= 100:
-            raise SpanlabError(f"depth {v} is outside 0-100; give the needle position in percent of the haystack")
-        out.append(d)
-    return out or None
+    return [parse_depth(v) for v in vals] or None
 
 
 class NIAH(Task):

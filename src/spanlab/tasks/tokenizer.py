@@ -390,19 +390,22 @@ class TokenCounter:
                 and self._cut_ok(first, rest[0])):
             return self._first_count(first) + sum(vals)
         # glue the parts at unsafe cuts into segments, then count those
-        if rest and not self._rstrip and "" not in rest:
-            segs = self._glue(parts)
-        else:
-            segs = []
-            cur = first
-            for t in rest:
-                if self._cut_ok(cur, t):
-                    segs.append(cur)
-                    cur = t
-                else:
-                    cur += t
-            segs.append(cur)
+        segs = self._glue(parts) if rest and not self._rstrip and "" not in rest else self._glue_loop(parts)
         return self._first_count(segs[0]) + sum(self.segment_counts(segs[1:]))
+
+    def _glue_loop(self, parts: Sequence[str]) -> list[str]:
+        """The parts glued into segments at every unsafe cut, one `_cut_ok` per cut: `count_parts`'
+        general case, and the reference `_glue` (its fast path) must agree with."""
+        segs: list[str] = []
+        cur = parts[0]
+        for t in parts[1:]:
+            if self._cut_ok(cur, t):
+                segs.append(cur)
+                cur = t
+            else:
+                cur += t
+        segs.append(cur)
+        return segs
 
     def _glue(self, parts: Sequence[str]) -> list[str]:
         """`count_parts`' gluing for non-empty later parts and no whitespace-eating specials, where

@@ -36,9 +36,20 @@ def _swiglu_width(d: int) -> int:
     return ((8 * d // 3 + 63) // 64) * 64
 
 
-def _mamba_heads(d: int, expand: int = 2) -> tuple[int, int]:
-    head_dim = 32 if d < 512 else 64
-    return (expand * d) // head_dim, head_dim
+# The Mamba2 mixer's fields as each config class spells them: expand, heads, head dim, state,
+# groups, conv width, SSD chunk.
+MAMBA2_FIELDS = ("expand", "num_heads", "head_dim", "state_size", "n_groups", "conv_kernel", "chunk_size")
+BAMBA_FIELDS = ("mamba_expand", "mamba_n_heads", "mamba_d_head", "mamba_d_state", "mamba_n_groups", "mamba_d_conv",
+                "mamba_chunk_size")
+
+
+def _mamba_mixer(d: int, fields: tuple[str, ...]) -> dict[str, int]:
+    """The zoo's Mamba2 mixer at width `d` as config fields (MAMBA2_FIELDS or BAMBA_FIELDS): the
+    pure stack's and the hybrid's Mamba2 layers are the same mixer. 2x expansion into 32-dim heads
+    (64 from d = 512), state 64 (128 from d = 512), one group, a width-4 conv, SSD chunks of 64."""
+    expand, head_dim = 2, 32 if d < 512 else 64
+    values = (expand, (expand * d) // head_dim, head_dim, 64 if d < 512 else 128, 1, 4, 64)
+    return dict(zip(fields, values, strict=True))
 
 
 # RoPE on half of every head, as the seed study's models (state-spaces/transformerpp-2.7b and
@@ -82,18 +93,11 @@ def llama(d: int, layers: int, vocab_size: int, **kw: Any) -> PretrainedConfig:
 
 def mamba2(d: int, layers: int, vocab_size: int, **kw: Any) -> PretrainedConfig:
     """Pure Mamba2 (SSD) stack: no attention and no MLP, as in the Mamba2 paper's LM."""
-    n_heads, head_dim = _mamba_heads(d)
     return Mamba2Config(
         vocab_size=vocab_size,
         hidden_size=d,
         num_hidden_layers=layers,
-        expand=2,
-        num_heads=n_heads,
-        head_dim=head_dim,
-        state_size=64 if d < 512 else 128,
-        n_groups=1,
-        conv_kernel=4,
-        chunk_size=64,
+        **_mamba_mixer(d, MAMBA2_FIELDS),
         tie_word_embeddings=True,
         **kw,
     )
@@ -108,7 +112,6 @@ def hybrid_attention_layers(layers: int, every: int = 4) -> list[int]:
 
 def mamba2_hybrid(d: int, layers: int, vocab_size: int, **kw: Any) -> PretrainedConfig:
     """Mamba2 layers with a full-attention layer at a fixed 1:4 ratio, each followed by an MLP (Bamba)."""
-    n_heads, head_dim = _mamba_heads(d)
     h = _heads(d)
     return BambaConfig(
         vocab_size=vocab_size,
@@ -118,12 +121,7 @@ def mamba2_hybrid(d: int, layers: int, vocab_size: int, **kw: Any) -> Pretrained
         num_attention_heads=h,
         num_key_value_heads=h,
         attn_layer_indices=hybrid_attention_layers(layers),
-        mamba_n_heads=n_heads,
-        mamba_d_head=head_dim,
-        mamba_d_state=64 if d < 512 else 128,
-        mamba_n_groups=1,
-        mamba_expand=2,
-        mamba_chunk_size=64,
+        **_mamba_mixer(d, BAMBA_FIELDS),
         max_position_embeddings=MAX_POSITIONS,
         tie_word_embeddings=True,
         **kw,

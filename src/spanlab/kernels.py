@@ -68,6 +68,9 @@ class KernelSettings(BaseModel):
         "auto", description="Mamba2-family prefill glue (causal conv1d + SiLU over xBC with the padding mask and "
         "conv-state write; gated RMSNorm): auto = spanlab's Triton kernels for CUDA tensors outside autograd, "
         "transformers' code otherwise; torch = transformers' code always")
+    rglru_scan: Literal["auto", "torch"] = Field(
+        "auto", description="RecurrentGemma RG-LRU recurrence over a multi-token forward: auto = spanlab's chunked "
+        "Triton scan for CUDA tensors outside autograd, transformers' per-token loop otherwise; torch = the loop always")
 
     def changed(self) -> dict[str, str]:
         """The choices that differ from the defaults (what a run forced)."""

@@ -300,9 +300,14 @@ class HFBackend(Backend):
         write) and gated RMSNorm in place of transformers' torch code (spanlab.models.mamba2_prefill_kernels;
         CUDA only, a real causal-conv1d kernel is kept), unless the kernel choice mamba2_prefill=torch.
         Returns what the model's prefill runs through them ("conv1d", "gated_norm"), for the manifest;
-        None for other families, [] where none run (CPU, switched off)."""
+        None for other families, [] where none run (CPU, switched off). A family with kernels of its own
+        (`arch.prefill_kernels`: RecurrentGemma's RG-LRU scan, spanlab.models.rglru_scan) installs those."""
         from spanlab.models import mamba2_prefill_kernels as mpk
 
+        if self.arch.prefill_kernels is not None:  # another family's own (RecurrentGemma's RG-LRU scan)
+            import importlib
+
+            return importlib.import_module(self.arch.prefill_kernels).install(self.model)
         if not self.arch.decode_kernels:
             return None
         if not mpk.enabled():
@@ -450,9 +455,9 @@ class HFBackend(Backend):
 
             fused.uninstall(self.model)
         if self.prefill_kernels:
-            from spanlab.models import mamba2_prefill_kernels
+            import importlib
 
-            mamba2_prefill_kernels.uninstall_model(self.model)
+            importlib.import_module(self.arch.prefill_kernels or "spanlab.models.mamba2_prefill_kernels").uninstall_model(self.model)
         del self.model
         if self._torch.cuda.is_available():
             self._torch.cuda.empty_cache()

@@ -54,9 +54,10 @@ def interpreting() -> bool:
     return triton is not None and bool(triton.knobs.runtime.interpret)
 
 
-# Launch settings per kernel: first guesses (4 warps, 2 stages), not yet timed on a GPU;
-# `benchmarks/ssd_speed.py --parts scan --sweep` times the alternatives at a 1B layer's geometry.
-CONFIG = {"state": {"num_warps": 4, "num_stages": 2}, "scan": {"num_warps": 4, "num_stages": 2}}
+# Launch settings per kernel, from `benchmarks/ssd_speed.py --parts scan --sweep` (a 1B layer at 16K
+# tokens, H100, 2026-12-06; docs/benchmarks.md), GB/s-equivalent: 4 warps / 1 stage 313 (1.32 ms),
+# 4/3 307, 4/2 (the first guess) 288 (1.43 ms), 2/2 256, 8/3 186, 8/2 178.
+CONFIG = {"state": {"num_warps": 4, "num_stages": 1}, "scan": {"num_warps": 4, "num_stages": 1}}
 
 
 def _pow2(n: int) -> int:

@@ -141,6 +141,9 @@ class ArchProfile:
     # transformers modules whose decode steps call the module globals `causal_conv1d_update` and
     # `mamba2_selective_state_update` (spanlab.models.mamba2_kernels replaces their torch fallbacks)
     decode_kernels: tuple[str, ...] = ()
+    # module whose `install(model) -> list[str]` swaps spanlab's prefill kernels into this family's
+    # model (per instance; `uninstall_model(model)` undoes it), where `decode_kernels` does not apply
+    prefill_kernels: str | None = None
 
     # -- fine-tuning ----------------------------------------------------------------------------
     # HyLoRA's trainable groups; unknown models are searched for all of them.

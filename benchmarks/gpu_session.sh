@@ -6,6 +6,7 @@
 #
 # tests:     every GPU test (pytest -m gpu) on the carried transformers
 # seeds1/2:  benchmarks/seed_models.py at real size (random weights), each group with its Llama
+# recurrent2: GPU tests of the RG-LRU scan / RWKV-6 (fla), then seed_models for RecurrentGemma, RWKV-6 and their Llama
 # attention: SE-Attn timing regression (benchmarks/attention_profile.py rows at 32K/64K)
 # eval:      benchmarks/eval_speed.py for Llama at 4K/16K (engine vs RULER's path)
 # evallong:  the same engine rows at 32K/64K/128K (issue 16's long-context evaluation), RULER path skipped
@@ -60,6 +61,14 @@ seeds1)
 seeds2)
     phase seeds2 "${2:-500}" python3 benchmarks/seed_models.py --out "$OUT/seed2" \
         --archs sheared-llama-2.7b,transformerpp-2.7b,recurrentgemma-2b,rwkv6-3b
+    ;;
+recurrent2)
+    # RecurrentGemma's chunked RG-LRU scan and RWKV-6 on fla's kernel (carry fla_core + einops wheels
+    # in .whl/): their GPU tests, then the 16K seed rows against the Llama of their size.
+    phase recurrent2_tests 200 python3 -m pytest -q -m gpu -p no:cacheprovider -o timeout=150 \
+        tests/models/test_rglru_scan.py tests/models/test_rwkv6.py tests/models/test_recurrent_gemma_prefill.py
+    phase recurrent2 "${2:-380}" python3 benchmarks/seed_models.py --out "$OUT/seed_rec" \
+        --archs sheared-llama-2.7b,recurrentgemma-2b,rwkv6-3b
     ;;
 attention)
     phase attention "${2:-300}" python3 benchmarks/attention_profile.py --out "$OUT/prof" --lengths 32768,65536 \
@@ -149,7 +158,7 @@ mamba2fast-seeds)
         --archs llama-1b,zamba2-1.2b,sheared-llama-2.7b,mamba2-2.7b,mamba2attn-2.7b
     ;;
 *)
-    echo "usage: gpu_session.sh tests|seeds1|seeds2|attention|eval|evallong|replicate|ftmem|ftmem1|ftmem2|mamba2fast|mamba2prof|mamba2fast-seeds|mamba2prefill [limit_s]" >&2
+    echo "usage: gpu_session.sh tests|seeds1|seeds2|recurrent2|attention|eval|evallong|replicate|ftmem|ftmem1|ftmem2|mamba2fast|mamba2prof|mamba2fast-seeds|mamba2prefill [limit_s]" >&2
     exit 2
     ;;
 esac

@@ -161,6 +161,66 @@ def test_generate_with_chunked_prefill_equals_one_shot():
     assert torch.equal(ref, got)
 
 
+def _generate_two(model, device, chunk=5):
+    """Two prompts in a row (the second's prefill makes a new state list), each prefilled in chunks
+    and decoded greedily: what the eval engine does per sample."""
+    from transformers import GenerationConfig
+
+    from spanlab.models.prefill import chunked_generate, plan_prefill
+
+    gc = GenerationConfig(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
+    plan = plan_prefill(model, chunk)
+    outs = []
+    with torch.no_grad():
+        for row in (IDS[:1], IDS[1:, :17]):
+            ids = row.to(device)
+            outs.append(chunked_generate(model, plan, ids, torch.ones_like(ids), gc).cpu())
+    return outs
+
+
+def test_decode_through_static_buffers_gives_the_eager_tokens():
+    """`enable_decode_graphs(graphs=False)`: the graph path's buffers (state copied in once per
+    prompt, the static state handed back to generate) without capture, on CPU."""
+    model = _model()
+    ref = _generate_two(model, "cpu")
+    model.enable_decode_graphs(graphs=False)
+    g = model._spanlab_decode_graphs
+    got = _generate_two(model, "cpu")
+    assert all(torch.equal(a, b) for a, b in zip(ref, got))
+    assert g._state is not None and g.captures == 0  # the steps went through the buffers
+    model.disable_decode_graphs()
+    assert "_spanlab_decode_graphs" not in model.__dict__
+
+
+def test_backend_turns_rwkv6_decode_graphs_on_only_where_asked_and_possible(tmp_path, tokenizer):
+    from spanlab.errors import SpanlabError
+    from spanlab.models.hf import HFBackend
+
+    model = _model(vocab_size=len(tokenizer))
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    b = HFBackend(str(tmp_path / "m"), device="cpu", dtype="float32")
+    assert b.decode_graphs == "off" and "_spanlab_decode_graphs" not in b.model.__dict__  # auto on CPU
+    b.close()
+    b = HFBackend(str(tmp_path / "m"), device="cpu", dtype="float32", decode_graphs="eager")
+    assert b.decode_graphs == "eager" and not b.model._spanlab_decode_graphs.graphs
+    b.close()
+    with pytest.raises(SpanlabError, match="CUDA"):
+        HFBackend(str(tmp_path / "m"), device="cpu", dtype="float32", decode_graphs="on")
+
+
+@pytest.mark.gpu
+def test_decode_graphs_give_the_eager_tokens_on_cuda():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    model = _model().cuda()
+    ref = _generate_two(model, "cuda")
+    model.enable_decode_graphs(graphs=True)
+    got = _generate_two(model, "cuda")
+    assert all(torch.equal(a, b) for a, b in zip(ref, got))
+    assert model._spanlab_decode_graphs.captures == 1  # one capture serves both prompts
+
+
 def test_hub_key_layout_loads_without_remote_code(tmp_path):
     """A folder as RWKV/rwkv-6-world-* ships it: model_type rwkv6, `rwkv.blocks.*` keys,
     pytorch_model.bin, auto_map pointing at remote code that is never run."""

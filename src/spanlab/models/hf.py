@@ -221,11 +221,21 @@ class HFBackend(Backend):
     def _install_graphs(self, mode: str) -> str:
         """Decode steps as CUDA graphs over spanlab's static caches (spanlab.models.decode_graph):
         "auto" where the model has a static cache and the spanlab_sdpa attention on CUDA; "eager"
-        is the same caches without capture."""
+        is the same caches without capture. A model with `enable_decode_graphs` (spanlab's RWKV-6,
+        whose state is no transformers cache) captures its own steps."""
         from spanlab.models import decode_graph
         from spanlab.models.gqa_decode import NAME
 
         cuda = self.device.startswith("cuda")
+        native = getattr(self.model, "enable_decode_graphs", None)
+        if native is not None:  # spanlab's own recurrent models (RWKV-6) graph their state steps themselves
+            if mode == "auto":
+                mode = "on" if (cuda and decode_graph.enabled() and not self.compile) else "off"
+            if mode == "on" and not cuda:
+                raise SpanlabError("decode graphs: CUDA graphs need a CUDA device")
+            if mode != "off":
+                native(graphs=mode == "on")
+            return mode
         if mode == "auto":
             # Attention models need spanlab_sdpa's graph-safe decode attention; Mamba2-family models
             # (recurrent decode kernels) graph with whatever their few attention layers run.
@@ -450,6 +460,8 @@ class HFBackend(Backend):
         if self.graphs is not None:
             self.graphs.close()
             self.graphs = None
+        if hasattr(self.model, "disable_decode_graphs"):
+            self.model.disable_decode_graphs()
         if self.fused:
             from spanlab.models import fused
 

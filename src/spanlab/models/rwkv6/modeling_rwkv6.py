@@ -256,10 +256,31 @@ class Rwkv6ForCausalLM(Rwkv6PreTrainedModel, GenerationMixin):
             return {"inputs_embeds": inputs_embeds, "state": None, "use_cache": True}
         return {"input_ids": input_ids, "state": None, "use_cache": True}
 
+    def enable_decode_graphs(self, graphs: bool = True) -> None:
+        """Run one-token decode steps over a state through static buffers, replayed as a CUDA graph
+        (`graphs=False`: the same buffers, eager). spanlab.models.rwkv6.decode_graph."""
+        from spanlab.models.rwkv6.decode_graph import Rwkv6DecodeGraphs
+
+        self.disable_decode_graphs()
+        self._spanlab_decode_graphs = Rwkv6DecodeGraphs(self, graphs=graphs)
+
+    def disable_decode_graphs(self) -> None:
+        g = self.__dict__.pop("_spanlab_decode_graphs", None)
+        if g is not None:
+            g.close()
+
+    def _decode_logits(self, input_ids: torch.Tensor, state: list[torch.Tensor]) -> torch.Tensor:
+        return self.head(self.rwkv(input_ids=input_ids, state=state, use_cache=True).last_hidden_state)
+
     def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
                 inputs_embeds: torch.Tensor | None = None, state: list[torch.Tensor] | None = None,
                 labels: torch.LongTensor | None = None, use_cache: bool | None = None,
                 logits_to_keep: int | torch.Tensor = 0, **kwargs: Any) -> Rwkv6CausalLMOutput:
+        graphs = self.__dict__.get("_spanlab_decode_graphs")
+        if (graphs is not None and state is not None and input_ids is not None and input_ids.shape[1] == 1
+                and inputs_embeds is None and labels is None and use_cache is not False and not torch.is_grad_enabled()):
+            logits, state = graphs.step(input_ids, state)
+            return Rwkv6CausalLMOutput(logits=logits, state=state)
         out = self.rwkv(input_ids=input_ids, inputs_embeds=inputs_embeds, state=state, use_cache=use_cache)
         h = out.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep

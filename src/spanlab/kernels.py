@@ -52,6 +52,10 @@ class KernelSettings(BaseModel):
         "(one flash-attention call over the packed batch); auto = rows")
     decode_graphs: Literal["auto", "off"] = Field(
         "auto", description="decode steps as CUDA graphs over static caches where the model allows; off = eager")
+    decode_loop: Literal["auto", "generate"] = Field(
+        "auto", description="greedy decode over graphed steps: auto = spanlab's loop (next token, EOS and "
+        "positions on the device, a host check every 8 steps) where generate would apply no logits processor "
+        "and no stop strings are given; generate = transformers' loop for every step")
     fused: Literal["auto", "off"] = Field(
         "auto", description="fused RMSNorm / SwiGLU / rotary Triton kernels of Llama-family models on CUDA")
     ssd: Literal["auto", "torch", "off"] = Field(

@@ -114,3 +114,42 @@ def test_graphed_decode_generates_the_eager_tokens(dtype, tiny_models):
         plain = _backend(tiny_models["llama"], device="cuda", dtype=dtype, attn_implementation="sdpa",
                          cache_implementation=None)
         assert plain.generate(PROMPTS, 24) == want
+
+
+def test_spanlab_greedy_loop_gives_generates_tokens(tiny_models):
+    """After generate's first decode step, spanlab's loop (DecodeGraphs.continue_greedy) runs the
+    rest; tokens, EOS stops and new-token counts equal transformers' own loop."""
+    from spanlab import kernels
+
+    ref = _backend(tiny_models["llama"], device="cpu", attn_implementation="sdpa")
+    b = _backend(tiny_models["llama"], device="cpu", attn_implementation="spanlab_sdpa", cache_implementation="static",
+                 decode_graphs="eager")
+    assert b.describe()["decode_loop"] == "spanlab"
+    want = ref.generate(PROMPTS, 20)
+    assert b.generate(PROMPTS, 20) == want
+    assert b.graphs.loop_steps == 18  # 20 new tokens: generate made 2, the loop the rest (no row hit EOS)
+    # Rows that stop at different steps: an EOS the model does produce, mid-way, in some rows.
+    ids = ref.tokenizer(want[0].text, add_special_tokens=False)["input_ids"]
+    eos = ids[min(4, len(ids) - 1)]
+    for backend in (ref, b):
+        backend.eos_ids = {eos}
+    want = ref.generate(PROMPTS, 20)
+    assert any(g.new_tokens < 20 for g in want)
+    assert b.generate(PROMPTS, 20) == want
+    # decode_loop=generate: transformers' loop for every step, same tokens.
+    before = b.graphs.loop_steps
+    with kernels.use({"decode_loop": "generate"}):
+        assert b.generate(PROMPTS, 20) == want
+    assert b.graphs.loop_steps == before
+
+
+def test_greedy_loop_leaves_models_with_logits_processors_to_generate(tiny_models):
+    """A checkpoint whose generation config adds a logits processor (here a repetition penalty)
+    keeps generate's loop: its tokens are not plain argmax."""
+    ref = _backend(tiny_models["llama"], device="cpu", attn_implementation="sdpa")
+    b = _backend(tiny_models["llama"], device="cpu", attn_implementation="spanlab_sdpa", cache_implementation="static",
+                 decode_graphs="eager")
+    for backend in (ref, b):
+        backend.model.generation_config.repetition_penalty = 1.5
+    assert b.generate(PROMPTS, 16) == ref.generate(PROMPTS, 16)
+    assert b.graphs.loop_steps == 0

@@ -82,6 +82,7 @@ def test_eager_steps_on_the_fixed_cache_generate_like_transformers(arch, models)
     assert sum(g.new_tokens for g in want) > len(PROMPTS)  # real decoding, not an EOS at once
     assert b.generate(PROMPTS, 10) == want
     assert b.graphs.step is not None  # decode steps ran through the static buffers
+    assert b.graphs.loop_steps > 0  # spanlab's greedy loop ran the steps after generate's first
     assert (b.graphs.step.pos is None) == (arch == "mamba2")  # Mamba2 takes no position ids
     cache = b.graphs.cache
     assert b.generate(PROMPTS, 10) == want  # the same cache, reset in place

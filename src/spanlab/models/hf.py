@@ -28,6 +28,7 @@ from spanlab.errors import SpanlabError
 from spanlab.models.base import Backend, Generation, cut_at_stop
 from spanlab.models.builtin import resolve_builtin
 from spanlab.models.fingerprint import model_dir_hash, tokenizer_hash
+from spanlab.models.hf_compat import NO_HUB_KERNELS
 from spanlab.models.prefill import (
     DEFAULT_PREFILL_CHUNK,
     chunked_generate,
@@ -38,6 +39,12 @@ from spanlab.models.prefill import (
 # What differs per architecture (exact left padding, static KV cache, CUDA-graph decode, SSD scan,
 # chunked prefill) is in its profile, spanlab.models.arch. A static cache avoids re-concatenating
 # the whole cache at every decode step (measured in docs/benchmarks.md).
+
+def _loop_choice() -> str:
+    from spanlab import kernels
+
+    return kernels.current().decode_loop
+
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
            "float16": "float16", "fp16": "float16"}
@@ -147,7 +154,7 @@ class HFBackend(Backend):
             except (OSError, ValueError) as e:
                 raise SpanlabError(f"cannot read a model config from {model!r} ({str(e).splitlines()[0]}); "
                                    "check the path, or --trust-remote-code for custom architectures") from None
-            kwargs: dict[str, Any] = {"dtype": self.torch_dtype, "trust_remote_code": trust_remote_code}
+            kwargs: dict[str, Any] = {"dtype": self.torch_dtype, "trust_remote_code": trust_remote_code, **NO_HUB_KERNELS}
             if attn_implementation:
                 kwargs["attn_implementation"] = attn_implementation
             try:
@@ -355,6 +362,7 @@ class HFBackend(Backend):
             "decode_kernels": self.decode_kernels,
             "prefill_kernels": self.prefill_kernels,
             "decode_graphs": self.decode_graphs,
+            "decode_loop": "spanlab" if (self.graphs is not None and _loop_choice() == "auto") else "generate",
             "fused": self.fused,
         }
 
@@ -388,11 +396,21 @@ class HFBackend(Backend):
             raise ValueError(f"{type(self.model).__name__} is not batched exactly ({self.padding!r}); the batcher must respect it")
         enc = {k: v.to(self.device) for k, v in enc.items()}
         gc, extra = self.generation_setup(enc["input_ids"].shape, max_new_tokens, min_new_tokens=0, stop=stop)
+        width = enc["input_ids"].shape[1]
+        # spanlab's greedy loop takes over after generate's first decode step (which captures or
+        # replays the static step): generate then stops at 2 new tokens.
+        loop = max_new_tokens > 2 and not stop and self._greedy_loop_ok(gc, width)
+        if loop:
+            gc.max_new_tokens = 2
+            steps_before = self.graphs.steps
         with torch.inference_mode():
             extra.update({k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")})
             out = chunked_generate(self.model, self.prefill, enc["input_ids"], enc["attention_mask"], gc,
                                    tokenizer=self.tokenizer if stop else None, **extra)
-        width = enc["input_ids"].shape[1]
+            if loop and self.graphs.steps > steps_before:
+                pad = self.tokenizer.pad_token_id
+                pad = pad if pad is not None else min(self.eos_ids, default=0)
+                out = self.graphs.continue_greedy(out, width, max_new_tokens, sorted(self.eos_ids), pad)
         new = out[:, width:].tolist()
         prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
         results = []
@@ -405,6 +423,24 @@ class HFBackend(Backend):
             text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
             results.append(Generation(text=cut_at_stop(text, stop), prompt_tokens=int(plen), new_tokens=n))
         return results
+
+    def _greedy_loop_ok(self, gc: Any, width: int) -> bool:
+        """Whether spanlab's greedy loop (DecodeGraphs.continue_greedy) gives generate's tokens for
+        this config: decode steps on spanlab's static caches, the `decode_loop` choice left on auto,
+        and no logits processor in what generate would build (the checkpoint's generation config
+        can add some: repetition penalty, suppressed tokens, ...). Asked of transformers itself; any
+        failure to ask means generate keeps every step."""
+        from spanlab import kernels
+
+        if self.graphs is None or kernels.current().decode_loop != "auto":
+            return False
+        try:
+            merged, _ = self.model._prepare_generation_config(gc)
+            processors = self.model._get_logits_processor(generation_config=merged, input_ids_seq_length=width,
+                                                          device=self.device)
+        except Exception:  # noqa: BLE001 - a transformers without these helpers: generate's loop
+            return False
+        return len(processors) == 0 and not merged.do_sample and (merged.num_beams or 1) == 1
 
     def generation_setup(self, shape: Sequence[int], max_new_tokens: int, *, min_new_tokens: int = 0,
                          stop: Sequence[str] = (), eos: bool = True) -> tuple[Any, dict[str, Any]]:

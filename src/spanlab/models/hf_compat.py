@@ -30,6 +30,14 @@ from typing import Any
 NEW_CACHE = "cache"
 
 
+
+# transformers >= 5.25 loads with `use_kernels=True` unless told otherwise: on CUDA, and on every
+# `model.train()`, it replaces layers with "hub kernels" fetched from the Hugging Face hub at run
+# time (liger kernels, Mamba kernels). Offline that is an error at the first training step; online
+# it would swap code that spanlab did not choose or record under measured numbers. spanlab picks
+# its own kernels (spanlab.kernels), so every model it loads is loaded without them.
+NO_HUB_KERNELS: dict[str, Any] = {"use_kernels": False}
+
 def _parameters(fn: Any) -> dict[str, inspect.Parameter]:
     try:
         return dict(inspect.signature(fn).parameters)

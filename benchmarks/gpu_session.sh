@@ -143,6 +143,23 @@ mamba2fast)
         --out "$OUT/ssd_speed.json"
     phase recurrent_decode 240 python3 benchmarks/recurrent_decode.py --out "$OUT/recurrent_decode.json"
     ;;
+hybriddiag)
+    # The shipped tiny hybrid (Bamba class, float32, SSD chunk 64) under the default kernels, each launch
+    # synchronous so a faulting kernel is named where it faults (an illegal access was seen on 2026-12-06).
+    CUDA_LAUNCH_BLOCKING=1 phase hybrid_diag "${2:-120}" python3 -m spanlab eval --model builtin:hybrid-tiny-c512 \
+        --tasks niah_single_1 --lengths 2k --num-samples 4 --no-progress --out /tmp/hybrid-diag
+    ;;
+loopcompile)
+    # spanlab's greedy decode loop (GPU tests, decode ms/step at 4K x 64 and 32K x 16) and the regional
+    # compile of the fine-tune step (2.7B geometry, 32K, SE and full, with and without --compile).
+    phase loop_tests 150 python3 -m pytest -q -m gpu -p no:cacheprovider -o timeout=120 \
+        tests/eval/test_decode_graph.py tests/models/test_recurrent_graph.py
+    phase loop_eval "${2:-200}" python3 benchmarks/eval_speed.py --arch llama --lengths 4096 32768 --samples 64 16 \
+        --skip-ruler --out "$OUT/eval_loop.json"
+    G="--geometry sheared-llama-2.7b --steps 4 --warmup 2 --context 32768 --chunk-size 2048"
+    phase ft_compile "${3:-240}" python3 benchmarks/finetune_speed.py $G --variants se,full --compile \
+        --out "$OUT/ft_compile.jsonl"
+    ;;
 mamba2prof)
     phase mamba2prof "${2:-240}" python3 benchmarks/recurrent_decode.py --models llama-1b,mamba2-1.3b --batches 1,16 \
         --profile 16 --out "$OUT/recurrent_decode_profile.json"
@@ -158,7 +175,7 @@ mamba2fast-seeds)
         --archs llama-1b,zamba2-1.2b,sheared-llama-2.7b,mamba2-2.7b,mamba2attn-2.7b
     ;;
 *)
-    echo "usage: gpu_session.sh tests|seeds1|seeds2|recurrent2|attention|eval|evallong|replicate|ftmem|ftmem1|ftmem2|mamba2fast|mamba2prof|mamba2fast-seeds|mamba2prefill [limit_s]" >&2
+    echo "usage: gpu_session.sh tests|seeds1|seeds2|recurrent2|attention|eval|evallong|replicate|hybriddiag|loopcompile|ftmem|ftmem1|ftmem2|mamba2fast|mamba2prof|mamba2fast-seeds|mamba2prefill [limit_s]" >&2
     exit 2
     ;;
 esac

@@ -63,6 +63,9 @@ def finetune(
     offload_activations: bool | None = typer.Option(None, "--offload-activations/--no-offload-activations",
                                                     help="Keep tensors saved for backward in pinned CPU memory "
                                                     "(64K-128K contexts) [off]."),
+    compile: bool | None = typer.Option(None, "--compile/--no-compile",
+                                        help="torch.compile each decoder layer's MLP and norms (fused elementwise "
+                                        "work; attention and SSM mixers stay eager; compiles on the first step) [off]."),
     save_every: int | None = typer.Option(None, help="Checkpoint every N steps [100]."),
     seed: int | None = typer.Option(None, help="Seed for data order and init [0]."),
     merge: bool | None = typer.Option(None, "--merge/--no-merge", help="Save the merged HF model [merge]."),
@@ -84,7 +87,7 @@ def finetune(
         "micro_batch_size": micro_batch_size, "grad_accum": grad_accum, "lr": lr, "warmup_steps": warmup_steps,
         "schedule": schedule, "mixed_precision": mixed_precision, "weights_dtype": weights_dtype,
         "gradient_checkpointing": gradient_checkpointing, "loss_chunk": loss_chunk,
-        "offload_activations": offload_activations, "save_every": save_every, "seed": seed, "merge": merge,
+        "offload_activations": offload_activations, "compile": compile, "save_every": save_every, "seed": seed, "merge": merge,
         "progress": progress, "kernels": kernels,
     }
     if config is not None:

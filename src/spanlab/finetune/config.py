@@ -87,6 +87,7 @@ class FinetuneConfig(BaseModel):
     loss_chunk: int = Field(4096, ge=0, description="LM head + cross-entropy in chunks of this many rows (never "
                             "the full (context, vocab) logits); 0 = the model's dense loss")
     offload_activations: bool = Field(False, description="tensors saved for backward go to pinned CPU memory")
+    compile: bool = Field(False, description="torch.compile each decoder layer's MLP and norms (attention stays eager)")
     save_every: int = 100
     seed: int = 0
     merge: bool = Field(True, description="also save the merged model in HF format under out/merged")

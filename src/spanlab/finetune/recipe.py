@@ -174,6 +174,7 @@ def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         gradient_checkpointing=cfg.gradient_checkpointing,
         loss_chunk=cfg.loss_chunk,
         offload_activations=cfg.offload_activations,
+        compile=cfg.compile,
         save_every=cfg.save_every,
         seed=cfg.seed,
         progress=cfg.progress,

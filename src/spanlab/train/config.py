@@ -31,6 +31,8 @@ class TrainConfig(BaseModel):
     gradient_checkpointing: bool = True
     loss_chunk: int = Field(0, ge=0, description="rows per LM-head + cross-entropy chunk of the default loss "
                             "(never builds the full logits); 0 = the model's own dense loss")
+    compile: bool = Field(False, description="torch.compile each decoder layer's MLP and norms (regional; "
+                          "attention and SSM mixers stay eager; spanlab.train.compile)")
     offload_activations: bool = Field(False, description="keep the tensors saved for backward in (pinned) CPU "
                                       "memory during the forward (torch.autograd.graph.save_on_cpu)")
     save_every: int = Field(100, ge=0, description="checkpoint every N steps; 0 = only at the end")

@@ -169,6 +169,12 @@ def train(
 
     if config.gradient_checkpointing:
         _enable_checkpointing(model)
+    if config.compile:
+        from spanlab.train.compile import compile_regions
+
+        compiled = compile_regions(model)
+        if not compiled:
+            raise SpanlabError(f"--compile found no MLP or RMSNorm modules to compile in {type(model).__name__}")
     optimizer = _optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,

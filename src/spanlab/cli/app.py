@@ -10,6 +10,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help texts are plain text: they give defaults as "[4096]" and "[off]", which Rich markup would
+    # read as style tags and drop.
+    rich_markup_mode=None,
 )
 
 

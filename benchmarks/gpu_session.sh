@@ -144,10 +144,9 @@ mamba2fast)
     phase recurrent_decode 240 python3 benchmarks/recurrent_decode.py --out "$OUT/recurrent_decode.json"
     ;;
 hybriddiag)
-    # The shipped tiny hybrid (Bamba class, float32, SSD chunk 64) under the default kernels, each launch
-    # synchronous so a faulting kernel is named where it faults (an illegal access was seen on 2026-12-06).
-    CUDA_LAUNCH_BLOCKING=1 phase hybrid_diag "${2:-120}" python3 -m spanlab eval --model builtin:hybrid-tiny-c512 \
-        --tasks niah_single_1 --lengths 2k --num-samples 4 --no-progress --out /tmp/hybrid-diag
+    # The shipped tiny hybrid under each kernel choice, in parallel, launches synchronous
+    # (benchmarks/hybrid_diag.sh): which kernel faults (an illegal access was seen on 2026-12-06).
+    phase hybrid_diag "$(( ${2:-150} + 30 ))" bash benchmarks/hybrid_diag.sh "$OUT/hybrid_diag" "${2:-150}"
     ;;
 loopcompile)
     # spanlab's greedy decode loop (GPU tests, decode ms/step at 4K x 64 and 32K x 16) and the regional

@@ -4,7 +4,7 @@ Run as `TRITON_INTERPRET=1 python kernel_bounds_checks.py MODEL PREFILL_CHUNK WO
 (tests/models/test_kernel_bounds.py does). What a CUDA run takes, on CPU: a bf16 model, a static
 cache, decode steps over the decode-graph buffers (without capture), the prefill kernels (conv,
 gated norm, fused SSD scan) and the decode kernels at the shipped geometry (SSD chunk 64, head 32,
-state 64), a left-padded batch prefilled in chunks. Prints the kernels launched, the accesses
+state 64), spanlab_sdpa attention with the Triton decode kernel, a left-padded batch prefilled in chunks. Prints the kernels launched, the accesses
 checked and every access outside the kernel's tensor arguments (tests/triton_bounds.py).
 """
 
@@ -20,15 +20,18 @@ from triton_bounds import bounds_checked  # noqa: E402
 
 
 def main(model: str, chunk: int, words: list[int], new_tokens: int) -> None:
-    from spanlab.models import mamba2_kernels
+    from spanlab import kernels
+    from spanlab.models import gqa_decode, mamba2_kernels
     from spanlab.models.builtin import resolve_builtin
     from spanlab.models.hf import HFBackend
     from spanlab.tasks.essays import essay_text
 
     # The decode kernels take CUDA tensors only; under the interpreter CPU ones stand in for them.
     mamba2_kernels._on_cuda = lambda *ts: all(t is None or t.device.type == "cpu" for t in ts)
+    # CUDA's attention: spanlab_sdpa (left-padded prefill per row, the split-KV Triton decode kernel).
+    kernels.configure("decode_attn=triton")
     be = HFBackend(resolve_builtin(f"builtin:{model}"), dtype="bfloat16", device="cpu", cache_implementation="static",
-                   decode_graphs="eager", prefill_chunk=chunk)
+                   decode_graphs="eager", prefill_chunk=chunk, attn_implementation=gqa_decode.register())
     # On CUDA the backend installs these itself (decode=True there: decode graphs are on).
     from spanlab.models import mamba2_prefill_kernels as mpk
 

@@ -60,5 +60,8 @@ def test_shipped_recurrent_models_kernels_stay_in_bounds(model):
     assert "violations: 0" in out, out[-3000:]
     launches = eval(out.split("launches:", 1)[1].splitlines()[0])  # a dict literal the script printed
     # Each kernel of the path ran (a check of nothing would pass too).
-    for name in ("conv_kernel", "norm_kernel", "_state_kernel", "_scan_kernel", "ssm_kernel"):
+    names = ["conv_kernel", "norm_kernel", "_state_kernel", "_scan_kernel", "ssm_kernel"]
+    if model.startswith("hybrid"):  # its attention layer's decode steps: the split-KV kernel and its merge
+        names += ["split_kernel", "merge_kernel"]
+    for name in names:
         assert launches.get(name, 0) > 0, (name, launches)

@@ -96,3 +96,18 @@ def test_chat_template_lengths_are_real_token_counts_and_the_model_answers(smoll
         # The backend's tokenisation of the prompt agrees with the sample's accounting.
         assert r["prompt_tokens"] + 128 == by_id[r["id"]].length
     assert _mean(recs) >= 66.0
+
+
+def test_smollm2_fails_at_twice_its_trained_length(smollm2_dir, cli, tmp_path):
+    """Beyond its 8,192 positions the model stops retrieving: what RULER's effective length is about.
+    Measured on CPU (docs/results.md): 5/5 at 8K, 3/5 at 10K, 0/5 at 16K, where every answer is
+    degenerate ("is is is ..."). Two 16K samples (~1.5 min of CPU each)."""
+    out = tmp_path / "run"
+    assert cli("eval", "--model", "builtin:smollm2", "--out", out, "--tasks", "niah_single_1", "--lengths", "16k",
+               "--num-samples", "2", "--max-new-tokens", "8", "--batch-size", "1", "--allow-extrapolation",
+               "--device", "cpu", "--no-progress") == 0
+    recs = _records(out)
+    assert [r["length"] for r in recs] == [16384, 16384]
+    assert _mean(recs) == 0.0, [r["prediction"] for r in recs]
+    # Not a broken run: the prompts were the full length and the model produced text.
+    assert all(r["prompt_tokens"] > 16384 - 200 and r["prediction"].strip() for r in recs)

@@ -30,8 +30,13 @@ def main(model: str, chunk: int, words: list[int], new_tokens: int) -> None:
     mamba2_kernels._on_cuda = lambda *ts: all(t is None or t.device.type == "cpu" for t in ts)
     # CUDA's attention: spanlab_sdpa (left-padded prefill per row, the split-KV Triton decode kernel).
     kernels.configure("decode_attn=triton")
-    be = HFBackend(resolve_builtin(f"builtin:{model}"), dtype="bfloat16", device="cpu", cache_implementation="static",
-                   decode_graphs="eager", prefill_chunk=chunk, attn_implementation=gqa_decode.register())
+    # (On CUDA the backend sets it on models that run SDPA; Mamba2 has no attention to set.)
+    from transformers import AutoConfig
+
+    path = resolve_builtin(f"builtin:{model}")
+    attn = gqa_decode.register() if AutoConfig.from_pretrained(path).model_type != "mamba2" else None
+    be = HFBackend(path, dtype="bfloat16", device="cpu", cache_implementation="static",
+                   decode_graphs="eager", prefill_chunk=chunk, attn_implementation=attn)
     # On CUDA the backend installs these itself (decode=True there: decode graphs are on).
     from spanlab.models import mamba2_prefill_kernels as mpk
 

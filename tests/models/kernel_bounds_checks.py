@@ -10,6 +10,7 @@ checked and every access outside the kernel's tensor arguments (tests/triton_bou
 
 from __future__ import annotations
 
+import json
 import pathlib
 import sys
 
@@ -46,7 +47,7 @@ def main(model: str, chunk: int, words: list[int], new_tokens: int) -> None:
     print("prompt tokens:", [len(be.tokenizer(p).input_ids) for p in prompts])
     with bounds_checked() as report:
         out = be.generate(prompts, max_new_tokens=new_tokens)
-    print("launches:", dict(sorted(report.launches.items())))
+    print("launches:", json.dumps(dict(sorted(report.launches.items()))))
     print("accesses:", report.accesses)
     print("generated:", [len(o.text) for o in out])
     for v in report.violations:

@@ -8,6 +8,7 @@ read by the next chunk), then decode steps, at the shipped geometry."""
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import subprocess
@@ -58,7 +59,7 @@ def test_shipped_recurrent_models_kernels_stay_in_bounds(model):
     # Rows of 3 lengths (~340, 260, 160 tokens: left padding), chunks of 128 (the later ones read the stored states).
     out = _run(model, "128", "260,200,120", "4")
     assert "violations: 0" in out, out[-3000:]
-    launches = eval(out.split("launches:", 1)[1].splitlines()[0])  # a dict literal the script printed
+    launches = json.loads(out.split("launches:", 1)[1].splitlines()[0])
     # Each kernel of the path ran (a check of nothing would pass too).
     names = ["conv_kernel", "norm_kernel", "_state_kernel", "_scan_kernel", "ssm_kernel"]
     if model.startswith("hybrid"):  # its attention layer's decode steps: the split-KV kernel and its merge

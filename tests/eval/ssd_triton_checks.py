@@ -91,7 +91,8 @@ def check_dispatch(device: str) -> None:
 
     ssd_triton.chunk_scan = counted
     try:
-        t = inputs(2, 40, 4, 16, 2, 16, dtype=torch.bfloat16, device=device, gen=gen)
+        # 64-channel heads: on CUDA smaller ones take the torch scan (ssd_triton.supports).
+        t = inputs(2, 40, 4, 64, 2, 16, dtype=torch.bfloat16, device=device, gen=gen)
 
         def scan():
             return ssd.ssd_chunk_scan(t["x"], t["dt"], t["A"], t["B"], t["C"], chunk_size=16, D=t["D"], dt_bias=t["dt_bias"],
@@ -111,6 +112,12 @@ def check_dispatch(device: str) -> None:
         with torch.no_grad():
             scan()
         assert len(calls) == 1
+        if not ssd_triton.interpreting():
+            # Compiled for the GPU, 32-channel heads were wrong (benchmarks/ssd_fault_repro.py).
+            t = inputs(2, 40, 4, 32, 2, 16, dtype=torch.bfloat16, device=device, gen=gen)
+            with torch.no_grad():
+                scan()
+            assert len(calls) == 1
     finally:
         ssd_triton.chunk_scan = orig
     print("dispatch ok")
@@ -121,18 +128,29 @@ def check_model(device: str) -> None:
     import transformers as T
 
     torch.manual_seed(0)
-    cfg = T.Mamba2Config(hidden_size=64, num_hidden_layers=2, state_size=16, expand=2, head_dim=16, num_heads=8,
+    # Heads of 64 channels, which the compiled kernels take (ssd_triton.head_supported).
+    cfg = T.Mamba2Config(hidden_size=64, num_hidden_layers=2, state_size=16, expand=2, head_dim=64, num_heads=2,
                          n_groups=2, chunk_size=16, vocab_size=120, initializer_range=0.1)
     model = T.Mamba2ForCausalLM(cfg).to(device=device, dtype=torch.bfloat16).eval()
     ids = torch.randint(0, 120, (2, 45), device=device)
+    calls = []
+    orig = ssd_triton.chunk_scan
+
+    def counted(*a, **k):
+        calls.append(1)
+        return orig(*a, **k)
+
     ssd.install()
+    ssd_triton.chunk_scan = counted
     try:
         with torch.no_grad():
             got = model(ids).logits.float()
             with kernels.use("ssd=torch"):
                 want = model(ids).logits.float()
     finally:
+        ssd_triton.chunk_scan = orig
         ssd.uninstall()
+    assert len(calls) == 2, calls  # one scan per layer, through the kernels
     e = rel(got.cpu(), want.cpu())
     assert e <= 2e-2, e
     print(f"model ok (rel {e:.1e})")

@@ -281,15 +281,20 @@ class HFBackend(Backend):
 
     def _fused_ssd(self) -> bool:
         """Whether evaluation calls take the fused Triton scan (spanlab.models.ssd_triton): a CUDA
-        half-precision model, Triton importable, the kernel choice `ssd=auto`."""
+        half-precision model, Triton importable, the kernel choice `ssd=auto`, heads the compiled
+        kernels take (`ssd_triton.head_supported`)."""
         import torch
 
         from spanlab import kernels
         from spanlab.models import ssd_triton
 
         p = next(self.model.parameters(), None)
+        # The mixers' head size: heads of 32 channels or fewer take the torch scan on CUDA.
+        heads = {int(m.head_dim) for m in self.model.modules()
+                 if hasattr(m, "ssm_state_size") and isinstance(getattr(m, "head_dim", None), int)}
         return (p is not None and p.is_cuda and p.dtype in (torch.bfloat16, torch.float16) and ssd_triton.available()
-                and kernels.current().ssd == "auto" and kernels.current().ssd_matmul != "float32")
+                and kernels.current().ssd == "auto" and kernels.current().ssd_matmul != "float32"
+                and all(ssd_triton.head_supported(h) for h in heads))
 
     def _install_decode_kernels(self) -> str | None:
         """Mamba2-family decode steps: spanlab's Triton conv/SSM-state kernels in place of

@@ -73,10 +73,27 @@ def row_block(chunk_size: int) -> int | None:
     return None
 
 
+def head_supported(head_dim: int) -> bool:
+    """Whether compiled kernels take heads of this size (see `supports`: not 32 channels or fewer)."""
+    return _pow2(int(head_dim)) >= 64
+
+
 def supports(x: Any, B: Any, chunk_size: int) -> bool:
     """Shapes and devices the kernels take: CUDA (or the interpreter), a chunk a tile divides, a
-    state size up to 256 (one tile holds a row of B or C)."""
+    state size up to 256 (one tile holds a row of B or C), and on CUDA a head of at least 33
+    channels (a p tile of 64).
+
+    Why the head size: compiled for an H100 by Triton 3.6, `_scan_kernel` with a 32-wide p tile
+    (the shipped tiny models' 32-channel heads) reads outside its tensors at batch 8 ("illegal
+    memory access") and returns wrong numbers at batch 1 (41% max relative error), whatever the
+    inputs' layout, while the interpreter's bounds-checked run of the same code is clean and
+    correct (benchmarks/ssd_fault_repro.py, docs/benchmarks.md). That matches Triton's open
+    Hopper reports of kernels with several `tl.dot`s and a 32-wide tile (triton-lang/triton
+    #10486, #10573, #11366). 64-channel heads (every seed model) compute right; smaller heads
+    take the torch scan, which is exact and costs nothing at their size."""
     if not available() or not (x.is_cuda or interpreting()):
+        return False
+    if not interpreting() and not head_supported(x.shape[-1]):
         return False
     return row_block(int(chunk_size)) is not None and B.shape[-1] <= 256
 

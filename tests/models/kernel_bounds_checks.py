@@ -22,13 +22,11 @@ from triton_bounds import bounds_checked  # noqa: E402
 
 def main(model: str, chunk: int, words: list[int], new_tokens: int) -> None:
     from spanlab import kernels
-    from spanlab.models import gqa_decode, mamba2_kernels
+    from spanlab.models import gqa_decode
     from spanlab.models.builtin import resolve_builtin
     from spanlab.models.hf import HFBackend
     from spanlab.tasks.essays import essay_text
 
-    # The decode kernels take CUDA tensors only; under the interpreter CPU ones stand in for them.
-    mamba2_kernels._on_cuda = lambda *ts: all(t is None or t.device.type == "cpu" for t in ts)
     # CUDA's attention: spanlab_sdpa (left-padded prefill per row, the split-KV Triton decode kernel).
     kernels.configure("decode_attn=triton")
     # (On CUDA the backend sets it on models that run SDPA; Mamba2 has no attention to set.)

@@ -245,8 +245,18 @@ def _ssm_ok(state, x, dt, A, B, C, D, dt_bias, z) -> bool:
             and (z is None or tuple(z.shape) == (b, h, p)))
 
 
-def _on_cuda(*tensors) -> bool:
-    return all(t is None or (getattr(t, "is_cuda", False)) for t in tensors)
+def _interpreting() -> bool:
+    triton, _ = _triton()
+    return triton is not None and bool(triton.knobs.runtime.interpret)
+
+
+def _on_device(*tensors) -> bool:
+    """CUDA tensors, or CPU ones under Triton's interpreter (the CPU tests, e.g. the bounds-checked
+    runs of tests/models/test_kernel_bounds.py), as `mamba2_prefill_kernels._on_device` rules."""
+    ts = [t for t in tensors if t is not None]
+    if all(getattr(t, "is_cuda", False) for t in ts):
+        return True
+    return all(getattr(t, "device", None) is not None and t.device.type == "cpu" for t in ts) and _interpreting()
 
 
 def _usable() -> bool:
@@ -259,7 +269,7 @@ def make_conv_update(fallback):
 
     @functools.wraps(fallback)
     def causal_conv1d_update(hidden_states, conv_state, weight, bias=None, activation=None):
-        if _on_cuda(hidden_states, conv_state, weight, bias) and _usable() and _conv_ok(
+        if _on_device(hidden_states, conv_state, weight, bias) and _usable() and _conv_ok(
                 hidden_states, conv_state, weight, bias, activation):
             return conv_update_triton(hidden_states, conv_state, weight, bias, activation)
         return fallback(hidden_states, conv_state, weight, bias, activation=activation)
@@ -275,7 +285,7 @@ def make_ssm_update(fallback):
     def mamba2_selective_state_update(state, hidden_states, dt, A, B, C, D=None, dt_bias=None, dt_softplus=False,
                                       z=None, **kwargs):
         # Other keywords (mamba-ssm's state_batch_indices, ...) are ignored by the fallback too.
-        if _on_cuda(state, hidden_states, dt, A, B, C, D, dt_bias, z) and _usable() and _ssm_ok(
+        if _on_device(state, hidden_states, dt, A, B, C, D, dt_bias, z) and _usable() and _ssm_ok(
                 state, hidden_states, dt, A, B, C, D, dt_bias, z):
             return ssm_update_triton(state, hidden_states, dt, A, B, C, D, dt_bias, dt_softplus, z)
         return fallback(state, hidden_states, dt, A, B, C, D, dt_bias=dt_bias, dt_softplus=dt_softplus, z=z, **kwargs)

@@ -10,6 +10,7 @@
 # attention: SE-Attn timing regression (benchmarks/attention_profile.py rows at 32K/64K)
 # eval:      benchmarks/eval_speed.py for Llama at 4K/16K (engine vs RULER's path)
 # evallong:  the same engine rows at 32K/64K/128K (issue 16's long-context evaluation), RULER path skipped
+# hybriddiag: benchmarks/hybrid_diag.sh for both tiny Mamba2-family models, then benchmarks/ssd_fault_repro.py
 # replicate: a paper's one-command mini replication or the SmolLM2 length check; journals come back
 #   replicate expansion-span|huang2024 [limit_s]
 #       `spanlab study <name>-replicate` (<= 30 min on one H200, so 3-4 calls of ~9 min): the run
@@ -144,9 +145,15 @@ mamba2fast)
     phase recurrent_decode 240 python3 benchmarks/recurrent_decode.py --out "$OUT/recurrent_decode.json"
     ;;
 hybriddiag)
-    # The shipped tiny hybrid under each kernel choice, in parallel, launches synchronous
-    # (benchmarks/hybrid_diag.sh): which kernel faults (an illegal access was seen on 2026-12-06).
-    phase hybrid_diag "$(( ${2:-150} + 30 ))" bash benchmarks/hybrid_diag.sh "$OUT/hybrid_diag" "${2:-150}"
+    # The shipped tiny hybrid and Mamba2 under each kernel choice, in parallel, launches synchronous
+    # (benchmarks/hybrid_diag.sh): which kernel faults, and how many answers each choice shares with
+    # the all-torch paths (at 1K, where the models answer); then the fused scan's own CUDA checks.
+    export EVAL_ARGS="--tasks niah_single_1,vt --lengths 1k --num-samples 8 --prefill-chunk 256 --batch-size 8"
+    for m in hybrid-tiny-c512 mamba2-tiny-c512; do
+        export MODEL=$m
+        phase "hybrid_diag_$m" "$(( ${2:-150} + 30 ))" bash benchmarks/hybrid_diag.sh "$OUT/hybrid_diag_$m" "${2:-150}"
+    done
+    phase ssd_fault_repro 300 python3 benchmarks/ssd_fault_repro.py
     ;;
 loopcompile)
     # spanlab's greedy decode loop (GPU tests, decode ms/step at 4K x 64 and 32K x 16) and the regional

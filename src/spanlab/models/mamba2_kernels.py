@@ -250,13 +250,14 @@ def _interpreting() -> bool:
     return triton is not None and bool(triton.knobs.runtime.interpret)
 
 
-def _on_device(*tensors) -> bool:
-    """CUDA tensors, or CPU ones under Triton's interpreter (the CPU tests, e.g. the bounds-checked
-    runs of tests/models/test_kernel_bounds.py), as `mamba2_prefill_kernels._on_device` rules."""
+def on_device(*tensors) -> bool:
+    """Where the Mamba2 kernels (these and `mamba2_prefill_kernels`') run: CUDA tensors, or CPU ones
+    under Triton's interpreter (the CPU tests, e.g. tests/models/test_kernel_bounds.py); None
+    entries are absent arguments."""
     ts = [t for t in tensors if t is not None]
     if all(getattr(t, "is_cuda", False) for t in ts):
         return True
-    return all(getattr(t, "device", None) is not None and t.device.type == "cpu" for t in ts) and _interpreting()
+    return all(getattr(getattr(t, "device", None), "type", None) == "cpu" for t in ts) and _interpreting()
 
 
 def _usable() -> bool:
@@ -269,7 +270,7 @@ def make_conv_update(fallback):
 
     @functools.wraps(fallback)
     def causal_conv1d_update(hidden_states, conv_state, weight, bias=None, activation=None):
-        if _on_device(hidden_states, conv_state, weight, bias) and _usable() and _conv_ok(
+        if on_device(hidden_states, conv_state, weight, bias) and _usable() and _conv_ok(
                 hidden_states, conv_state, weight, bias, activation):
             return conv_update_triton(hidden_states, conv_state, weight, bias, activation)
         return fallback(hidden_states, conv_state, weight, bias, activation=activation)
@@ -285,7 +286,7 @@ def make_ssm_update(fallback):
     def mamba2_selective_state_update(state, hidden_states, dt, A, B, C, D=None, dt_bias=None, dt_softplus=False,
                                       z=None, **kwargs):
         # Other keywords (mamba-ssm's state_batch_indices, ...) are ignored by the fallback too.
-        if _on_device(state, hidden_states, dt, A, B, C, D, dt_bias, z) and _usable() and _ssm_ok(
+        if on_device(state, hidden_states, dt, A, B, C, D, dt_bias, z) and _usable() and _ssm_ok(
                 state, hidden_states, dt, A, B, C, D, dt_bias, z):
             return ssm_update_triton(state, hidden_states, dt, A, B, C, D, dt_bias, dt_softplus, z)
         return fallback(state, hidden_states, dt, A, B, C, D, dt_bias=dt_bias, dt_softplus=dt_softplus, z=z, **kwargs)

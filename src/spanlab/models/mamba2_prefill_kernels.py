@@ -85,6 +85,9 @@ from spanlab import kernels
 from spanlab.models.arch import ARCHS
 from spanlab.models.hf_compat import is_torch_fallback
 
+# One home for the Triton import and the device rule of both Mamba2 kernel modules.
+from spanlab.models.mamba2_kernels import _triton, _usable, on_device
+
 CONV_FORWARD = "causal_conv1d_forward"
 CONV_FN = "causal_conv1d_fn"
 MASK_FN = "apply_mask_to_padding_states"
@@ -117,23 +120,9 @@ class _Mixer:
 _CURRENT: contextvars.ContextVar[_Mixer | None] = contextvars.ContextVar("spanlab_mamba2_mixer", default=None)
 
 
-def _triton():
-    try:
-        import triton
-        import triton.language as tl
-    except ImportError:  # optional: CI (CPU) runs without it
-        return None, None
-    return triton, tl
-
-
 def enabled() -> bool:
     """False when the kernel choices (spanlab.kernels, `mamba2_prefill=torch`) keep transformers' code."""
     return kernels.current().mamba2_prefill != "torch"
-
-
-def _interpreting() -> bool:
-    triton, _ = _triton()
-    return triton is not None and bool(triton.knobs.runtime.interpret)
 
 
 def _pow2(n: int) -> int:
@@ -310,20 +299,14 @@ def gated_norm_triton(y, gate, weight, eps: float, group_size: int, *, formula: 
 
 
 # -- dispatch ------------------------------------------------------------------------------------
-def _usable() -> bool:
-    return _triton()[0] is not None
-
-
 def _on_device(*tensors) -> bool:
-    """CUDA tensors (or CPU ones under Triton's interpreter), none of which autograd needs."""
+    """The decode kernels' device rule (`mamba2_kernels.on_device`), and none of the tensors
+    needed by autograd."""
     import torch
 
-    ts = [t for t in tensors if t is not None]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in ts):
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         return False  # the kernels have no backward
-    if all(t.is_cuda for t in ts):
-        return True
-    return all(t.device.type == "cpu" for t in ts) and _interpreting()
+    return on_device(*tensors)
 
 
 _FLOATS = ("float32", "bfloat16", "float16")

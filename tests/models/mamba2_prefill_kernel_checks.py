@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from spanlab.models import mamba2_kernels
+from spanlab import triton_support
 from spanlab.models import mamba2_prefill_kernels as mpk
 
 MAMBA2 = "transformers.models.mamba2.modeling_mamba2"
@@ -130,7 +130,7 @@ def check_conv(device: str, dtypes=(torch.float32, torch.bfloat16)) -> None:
             e64, e = rel(got, want64), rel(got, want)
             assert e64 <= TOL[dtype], (*where, "vs float64", e64)
             assert e <= TOL[dtype], (*where, "vs transformers", e)
-            if dtype == torch.bfloat16 and not mamba2_kernels._interpreting():
+            if dtype == torch.bfloat16 and not triton_support.interpreting():
                 # One rounding: at least as close to float64 as transformers' two. (Not under the
                 # interpreter: its float32 -> bf16 cast truncates, seen with triton 3.9, where the
                 # GPU rounds to nearest.)
@@ -192,7 +192,7 @@ def check_norm(device: str) -> None:
                 t = tol if dtype == torch.float32 and out_dtype is None else TOL[torch.bfloat16]
                 assert rel(got, ref) <= t, (*where, out_dtype, "vs transformers", rel(got, ref))
                 assert rel(got, want64) <= t, (*where, out_dtype, "vs float64", rel(got, want64))
-                if dtype != torch.float32 and not mamba2_kernels._interpreting():
+                if dtype != torch.float32 and not triton_support.interpreting():
                     # Rounded where transformers rounds (the GPU rounds to nearest; the interpreter
                     # truncates): the bits differ only where float32 sums in another order flip one.
                     assert (got != ref).float().mean() < 0.02, (*where, out_dtype, "bits")

@@ -17,7 +17,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from spanlab.models import mamba2_kernels  # noqa: E402
+from spanlab import triton_support  # noqa: E402
 from spanlab.models import mamba2_prefill_kernels as mpk  # noqa: E402
 
 HERE = pathlib.Path(__file__).parent
@@ -121,7 +121,7 @@ def _tiny_mamba2():
 def test_cpu_runs_keep_transformers_code(clean):
     import mamba2_prefill_kernel_checks as c
 
-    if mamba2_kernels._interpreting():
+    if triton_support.interpreting():
         pytest.skip("TRITON_INTERPRET=1 in this process runs the kernels on CPU tensors")
     model = _tiny_mamba2()
     ids = torch.randint(3, 97, (2, 12))

@@ -35,6 +35,8 @@ FORBIDDEN: dict[str, set[str]] = {
                 "finetune", "harness", "bench", "units"} | RECIPES,
     "study": {"cli"},
 }
+# Triton's one import (spanlab.triton_support) sits under every kernel module: it imports no spanlab at all.
+FORBIDDEN["triton_support"] = set(FORBIDDEN["kernels"]) | {"kernels", "errors"}
 TORCH_FREE = ("tasks", "scoring")
 
 

@@ -32,12 +32,9 @@ import math
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the environment
-    triton = None
-    tl = None
+from spanlab.triton_support import interpreting, load
+
+triton, tl = load()
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_HEAD_DIM = 128  # larger heads take the cuDNN route: these tiles would exceed shared memory at D = 256
@@ -54,14 +51,6 @@ CONFIG = {
     "dkdv": {"BM": 32, "BN": 64, "num_warps": 4, "num_stages": 2},
 }
 _SMALL_D = {"BM": 64, "BN": 64, "num_warps": 4, "num_stages": 2}
-
-
-def available() -> bool:
-    return triton is not None
-
-
-def interpreting() -> bool:
-    return triton is not None and bool(triton.knobs.runtime.interpret)
 
 
 if triton is not None:

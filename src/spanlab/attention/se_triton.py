@@ -20,16 +20,10 @@ import functools
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the environment
-    triton = None
-    tl = None
+from spanlab.triton_support import available as available  # available: se.py asks here
+from spanlab.triton_support import load
 
-
-def available() -> bool:
-    return triton is not None
+triton, tl = load()
 
 
 if triton is not None:

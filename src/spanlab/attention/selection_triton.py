@@ -31,19 +31,13 @@ import math
 
 import torch
 
-try:  # Triton is optional: CI (CPU) runs without it and selection falls back to torch.
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the environment
-    triton = None
-    tl = None
+from spanlab.triton_support import available as available  # available: selection.py asks here
+from spanlab.triton_support import interpreting, load
+
+triton, tl = load()
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 NUM_WARPS: int | None = None  # override of the per-tile choice below (benchmarks)
-
-
-def available() -> bool:
-    return triton is not None
 
 
 if triton is not None:
@@ -149,11 +143,6 @@ if triton is not None:
             pick = tl.maximum(tl.max(tl.where((live == mx) & (j < nb) & ~taken, j, -1), 0), 0)
             tl.store(OUT + (bh * nc + i) * KK + s, pick.to(tl.int64))
             taken = taken | (j == pick)
-
-
-def interpreting() -> bool:
-    """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1 before import)."""
-    return triton is not None and bool(triton.knobs.runtime.interpret)
 
 
 def _check_device(x: torch.Tensor) -> None:

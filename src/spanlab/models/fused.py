@@ -57,7 +57,7 @@ def _kernels():
 
 
 def _libdevice() -> bool:
-    from spanlab.models.gqa_decode import interpreting
+    from spanlab.triton_support import interpreting
 
     return not interpreting()
 
@@ -68,7 +68,7 @@ def _exact() -> dict:
     unrounded: elements differed from eager on an H100) and RMSNorm's sum of squares without
     rounding the squares, as torch's separate `pow` does. (Not for silu: its exp is libdevice's,
     compiled as CUDA's expf is, and matched torch bit for bit with the default.)"""
-    from spanlab.models.gqa_decode import interpreting
+    from spanlab.triton_support import interpreting
 
     return {} if interpreting() else {"enable_fp_fusion": False}
 

@@ -54,25 +54,11 @@ import math
 from typing import Any
 
 from spanlab import kernels
+from spanlab.triton_support import interpreting, load
 
 NAME = "spanlab_sdpa"
 PATHS = ("auto", "triton", "matmul", "sdpa")
 _registered = False
-
-
-def _triton():
-    try:
-        import triton
-        import triton.language as tl
-    except ImportError:  # optional: CI (CPU) runs without it
-        return None, None
-    return triton, tl
-
-
-def interpreting() -> bool:
-    """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1 before import)."""
-    triton, _ = _triton()
-    return triton is not None and bool(triton.knobs.runtime.interpret)
 
 
 def choose_path(device_type: str, requested: str | None = None) -> str:
@@ -80,7 +66,7 @@ def choose_path(device_type: str, requested: str | None = None) -> str:
     if path not in PATHS:
         raise ValueError(f"decode attention path {path!r}: use one of {', '.join(PATHS)}")
     if path == "auto":
-        triton, _ = _triton()
+        triton, _ = load()
         return "triton" if device_type == "cuda" and triton is not None else "sdpa"
     return path
 
@@ -89,7 +75,7 @@ def choose_path(device_type: str, requested: str | None = None) -> str:
 def _decode_kernels():
     """(split kernel, merge kernel), jitted on first use: under TRITON_INTERPRET=1 `triton.jit`
     must run after the variable is set, so the tests run the interpreter in a subprocess."""
-    triton, tl = _triton()
+    triton, tl = load()
 
     @triton.jit
     def split_kernel(
@@ -221,7 +207,7 @@ def triton_decode(query, key, value, mask, scale: float, *, splits: int | None =
     (b, kvh, rep, d) in the query's dtype (contiguous, so a reshape to (b, kvh·rep, d) is free)."""
     import torch
 
-    triton, _ = _triton()
+    triton, _ = load()
     if triton is None:
         raise RuntimeError("the split-KV decode kernel needs `triton` (pip install triton)")
     b, kvh, rep, d = query.shape

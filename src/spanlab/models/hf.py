@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from spanlab import triton_support
 from spanlab.errors import SpanlabError
 from spanlab.models.base import Backend, Generation, cut_at_stop
 from spanlab.models.builtin import resolve_builtin
@@ -213,12 +214,12 @@ class HFBackend(Backend):
 
     def _install_fused(self, mode: str) -> list[str]:
         """Llama-family RMSNorm/SwiGLU/rotary as fused Triton kernels on CUDA (spanlab.models.fused)."""
-        from spanlab.models import fused, gqa_decode
+        from spanlab.models import fused
 
         cuda = self.device.startswith("cuda")
         if mode == "off" or (mode == "auto" and not (cuda and fused.enabled())):
             return []
-        if not cuda or gqa_decode._triton()[0] is None:
+        if not cuda or not triton_support.available():
             if mode == "on":
                 raise SpanlabError("fused kernels need CUDA and triton")
             return []
@@ -314,7 +315,7 @@ class HFBackend(Backend):
         listed = [module] if module in self.arch.decode_kernels else list(self.arch.decode_kernels)
         if not all(m in done for m in listed):  # a real kernel (mamba-ssm / causal-conv1d) stays
             return "transformers"
-        usable = self.device.startswith("cuda") and mamba2_kernels._triton()[0] is not None
+        usable = self.device.startswith("cuda") and triton_support.available()
         return "spanlab-triton" if usable else "transformers (CPU)"
 
     def _install_prefill_kernels(self) -> list[str] | None:
@@ -335,7 +336,7 @@ class HFBackend(Backend):
         if not mpk.enabled():
             mpk.uninstall()
             return []
-        if not self.device.startswith("cuda") or mpk._triton()[0] is None:
+        if not self.device.startswith("cuda") or not triton_support.available():
             return []
         return mpk.install(self.model, decode=self.decode_graphs == "on")
 

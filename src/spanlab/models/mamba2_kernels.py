@@ -41,6 +41,7 @@ from typing import Any
 from spanlab import kernels
 from spanlab.models.arch import ARCHS
 from spanlab.models.hf_compat import is_torch_fallback
+from spanlab.triton_support import available, interpreting, load
 
 CONV = "causal_conv1d_update"
 SSM = "mamba2_selective_state_update"
@@ -51,15 +52,6 @@ _ACTIVATIONS = {None: False, "silu": True, "swish": True}
 
 # (module, global name) -> what install() replaced
 _saved: dict[tuple[str, str], Any] = {}
-
-
-def _triton():
-    try:
-        import triton
-        import triton.language as tl
-    except ImportError:  # optional: CI (CPU) runs without it
-        return None, None
-    return triton, tl
 
 
 def enabled() -> bool:
@@ -75,7 +67,7 @@ def _pow2(n: int) -> int:
 def _kernels():
     """(conv kernel, ssm kernel), jitted on first use: under TRITON_INTERPRET=1 `triton.jit` must
     run after the variable is set, so the CPU tests run the interpreter in a subprocess."""
-    triton, tl = _triton()
+    triton, tl = load()
 
     @triton.jit
     def conv_kernel(
@@ -245,11 +237,6 @@ def _ssm_ok(state, x, dt, A, B, C, D, dt_bias, z) -> bool:
             and (z is None or tuple(z.shape) == (b, h, p)))
 
 
-def _interpreting() -> bool:
-    triton, _ = _triton()
-    return triton is not None and bool(triton.knobs.runtime.interpret)
-
-
 def on_device(*tensors) -> bool:
     """Where the Mamba2 kernels (these and `mamba2_prefill_kernels`') run: CUDA tensors, or CPU ones
     under Triton's interpreter (the CPU tests, e.g. tests/models/test_kernel_bounds.py); None
@@ -257,12 +244,7 @@ def on_device(*tensors) -> bool:
     ts = [t for t in tensors if t is not None]
     if all(getattr(t, "is_cuda", False) for t in ts):
         return True
-    return all(getattr(getattr(t, "device", None), "type", None) == "cpu" for t in ts) and _interpreting()
-
-
-def _usable() -> bool:
-    triton, _ = _triton()
-    return triton is not None
+    return all(getattr(getattr(t, "device", None), "type", None) == "cpu" for t in ts) and interpreting()
 
 
 def make_conv_update(fallback):
@@ -270,7 +252,7 @@ def make_conv_update(fallback):
 
     @functools.wraps(fallback)
     def causal_conv1d_update(hidden_states, conv_state, weight, bias=None, activation=None):
-        if on_device(hidden_states, conv_state, weight, bias) and _usable() and _conv_ok(
+        if on_device(hidden_states, conv_state, weight, bias) and available() and _conv_ok(
                 hidden_states, conv_state, weight, bias, activation):
             return conv_update_triton(hidden_states, conv_state, weight, bias, activation)
         return fallback(hidden_states, conv_state, weight, bias, activation=activation)
@@ -286,7 +268,7 @@ def make_ssm_update(fallback):
     def mamba2_selective_state_update(state, hidden_states, dt, A, B, C, D=None, dt_bias=None, dt_softplus=False,
                                       z=None, **kwargs):
         # Other keywords (mamba-ssm's state_batch_indices, ...) are ignored by the fallback too.
-        if on_device(state, hidden_states, dt, A, B, C, D, dt_bias, z) and _usable() and _ssm_ok(
+        if on_device(state, hidden_states, dt, A, B, C, D, dt_bias, z) and available() and _ssm_ok(
                 state, hidden_states, dt, A, B, C, D, dt_bias, z):
             return ssm_update_triton(state, hidden_states, dt, A, B, C, D, dt_bias, dt_softplus, z)
         return fallback(state, hidden_states, dt, A, B, C, D, dt_bias=dt_bias, dt_softplus=dt_softplus, z=z, **kwargs)

@@ -86,7 +86,8 @@ from spanlab.models.arch import ARCHS
 from spanlab.models.hf_compat import is_torch_fallback
 
 # One home for the Triton import and the device rule of both Mamba2 kernel modules.
-from spanlab.models.mamba2_kernels import _triton, _usable, on_device
+from spanlab.models.mamba2_kernels import on_device
+from spanlab.triton_support import available, load
 
 CONV_FORWARD = "causal_conv1d_forward"
 CONV_FN = "causal_conv1d_fn"
@@ -133,7 +134,7 @@ def _pow2(n: int) -> int:
 def _kernels():
     """(conv kernel, norm kernel), jitted on first use: under TRITON_INTERPRET=1 `triton.jit` must
     run after the variable is set, so the CPU tests run the interpreter in a subprocess."""
-    triton, tl = _triton()
+    triton, tl = load()
 
     @triton.jit
     def conv_kernel(
@@ -359,7 +360,7 @@ def make_conv_forward(fallback, module_name: str):
         ctx = _CURRENT.get()
         mask = ctx.mask if ctx is not None and ctx.conv1d is conv1d else None
         out = None
-        if _usable() and kwargs.get("cu_seqlens") is None and kwargs.get("seq_idx") is None and (
+        if available() and kwargs.get("cu_seqlens") is None and kwargs.get("seq_idx") is None and (
                 cache is None or _plain_cache_layer(cache, layer_idx)):
             out = _conv_prefill(conv1d, hidden_states, cache, layer_idx, activation, state_idx, mask)
         if out is None:
@@ -483,7 +484,7 @@ def _many_tokens(y, decode: bool) -> bool:
 
 def _norm_forward(module, orig, formula, decode, hidden_states, gate=None):
     y = hidden_states
-    if (gate is None or not _usable() or y.shape != gate.shape or y.dim() not in (2, 3) or module.weight.dim() != 1
+    if (gate is None or not available() or y.shape != gate.shape or y.dim() not in (2, 3) or module.weight.dim() != 1
             or y.shape[-1] != module.weight.shape[0] or y.stride(-1) != 1 or gate.stride(-1) != 1
             or not _float(y, gate, module.weight) or not _many_tokens(y, decode) or not _on_device(y, gate, module.weight)):
         return orig(hidden_states, gate)

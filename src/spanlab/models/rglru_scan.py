@@ -32,27 +32,15 @@ import types
 from typing import Any
 
 from spanlab import kernels
+from spanlab.triton_support import available, interpreting, load
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # optional: CPU installs without it keep transformers' loop
-    triton = None
-    tl = None
+triton, tl = load()
 
 CHUNK = 128  # tokens per chunk: 16K tokens give 128 chunks × 20 channel tiles of 2,560 channels
 BLOCK_D = 128  # channels per program
 _INSTALLED = "_spanlab_rglru_scan"
 # transformers' loop, as reviewed (5.23-5.25): a release that changes it turns the patch off.
 _LOOP_MARKS = ("for t in range(hidden_states.shape[1])", "recurrent_gate = recurrent_gate * ~reset")
-
-
-def available() -> bool:
-    return triton is not None
-
-
-def interpreting() -> bool:
-    return triton is not None and bool(triton.knobs.runtime.interpret)
 
 
 def enabled() -> bool:

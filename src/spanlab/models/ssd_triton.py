@@ -36,22 +36,9 @@ from __future__ import annotations
 
 from typing import Any
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # optional: CPU installs without it use the torch scan
-    triton = None
-    tl = None
+from spanlab.triton_support import available, interpreting, load
 
-
-def available() -> bool:
-    return triton is not None
-
-
-def interpreting() -> bool:
-    """Triton's CPU interpreter is on (the CPU tests run the kernels through it; it must be switched
-    on before triton is imported, hence the subprocess in those tests)."""
-    return triton is not None and bool(triton.knobs.runtime.interpret)
+triton, tl = load()
 
 
 # Launch settings per kernel, from `benchmarks/ssd_speed.py --parts scan --sweep` (a 1B layer at 16K
@@ -206,7 +193,6 @@ if triton is not None:
             acc += tl.load(d_ptr + h).to(tl.float32) * xm.to(tl.float32)
         y = y_ptr + b * sy_b + offs_m[:, None] * sy_l + h * sy_h + offs_p[None, :]
         tl.store(y, acc, mask=mask_m[:, None] & mask_p[None, :])
-
 
 
 def chunk_scan(x, dt, A, B, C, chunk_size: int, D=None, initial_states=None):

@@ -31,3 +31,8 @@ def interpreting() -> bool:
     """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1 before import)."""
     triton = load()[0]
     return triton is not None and bool(triton.knobs.runtime.interpret)
+
+
+def next_pow2(n: int) -> int:
+    """The smallest power of two >= n (1 for n <= 1): tile sizes, without importing Triton for it."""
+    return 1 << max(0, int(n) - 1).bit_length()

@@ -41,7 +41,7 @@ from typing import Any
 from spanlab import kernels
 from spanlab.models.arch import ARCHS
 from spanlab.models.hf_compat import is_torch_fallback
-from spanlab.triton_support import available, interpreting, load
+from spanlab.triton_support import available, interpreting, load, next_pow2
 
 CONV = "causal_conv1d_update"
 SSM = "mamba2_selective_state_update"
@@ -57,10 +57,6 @@ _saved: dict[tuple[str, str], Any] = {}
 def enabled() -> bool:
     """False when the kernel choices (spanlab.kernels, `mamba2_decode=torch`) keep transformers' functions."""
     return kernels.current().mamba2_decode != "torch"
-
-
-def _pow2(n: int) -> int:
-    return 1 << max(0, int(n) - 1).bit_length()
 
 
 @functools.cache
@@ -176,12 +172,12 @@ def conv_update_triton(hidden_states, conv_state, weight, bias=None, activation=
     w = weight.shape[-1]
     out = torch.empty((b, d, s), device=hidden_states.device, dtype=hidden_states.dtype)
     conv_kernel, _ = _kernels()
-    block_d = 64 if d >= 64 else _pow2(d)
+    block_d = 64 if d >= 64 else next_pow2(d)
     grid = (b, -(-d // block_d))
     conv_kernel[grid](
         hidden_states, conv_state, weight, bias if bias is not None else weight, out,
         *hidden_states.stride(), *conv_state.stride(), *weight.stride(), *out.stride(),
-        d, WIDTH=w, SEQ=s, BC=_pow2(w + s), BW=_pow2(w), BLOCK_D=block_d,
+        d, WIDTH=w, SEQ=s, BC=next_pow2(w + s), BW=next_pow2(w), BLOCK_D=block_d,
         HAS_BIAS=bias is not None, SILU=_ACTIVATIONS[activation],
     )
     return out
@@ -195,9 +191,9 @@ def ssm_update_triton(state, hidden_states, dt, A, B, C, D=None, dt_bias=None, d
     g, n = B.shape[1], B.shape[2]
     out = torch.empty((b, h, p), device=hidden_states.device, dtype=hidden_states.dtype)
     _, ssm_kernel = _kernels()
-    block_n = _pow2(n)
+    block_n = next_pow2(n)
     # Keep a (BLOCK_P, BLOCK_N) float32 tile near 4K elements: registers, not local memory.
-    block_p = max(1, min(_pow2(p), 4096 // block_n))
+    block_p = max(1, min(next_pow2(p), 4096 // block_n))
     dummy = hidden_states
     Dv = D if D is not None else dummy
     zv = z if z is not None else dummy

@@ -87,7 +87,7 @@ from spanlab.models.hf_compat import is_torch_fallback
 
 # One home for the Triton import and the device rule of both Mamba2 kernel modules.
 from spanlab.models.mamba2_kernels import on_device
-from spanlab.triton_support import available, load
+from spanlab.triton_support import available, load, next_pow2
 
 CONV_FORWARD = "causal_conv1d_forward"
 CONV_FN = "causal_conv1d_fn"
@@ -124,10 +124,6 @@ _CURRENT: contextvars.ContextVar[_Mixer | None] = contextvars.ContextVar("spanla
 def enabled() -> bool:
     """False when the kernel choices (spanlab.kernels, `mamba2_prefill=torch`) keep transformers' code."""
     return kernels.current().mamba2_prefill != "torch"
-
-
-def _pow2(n: int) -> int:
-    return 1 << max(0, int(n) - 1).bit_length()
 
 
 @functools.cache
@@ -250,8 +246,8 @@ def conv_prefill_triton(x, weight, bias=None, activation=None, prev=None, mask=N
         dtype = x.dtype if prev is None else torch.promote_types(prev.dtype, x.dtype)
         out = torch.empty((b, L, d), device=x.device, dtype=dtype).transpose(1, 2)
     conv_kernel, _ = _kernels()
-    bd = max(16, min(block_d, _pow2(d)))
-    bl = max(16, min(block_l, _pow2(L)))
+    bd = max(16, min(block_d, next_pow2(d)))
+    bl = max(16, min(block_l, next_pow2(L)))
     dummy = x
     p = prev if prev is not None else dummy
     mk = mask if mask is not None else dummy
@@ -260,7 +256,7 @@ def conv_prefill_triton(x, weight, bias=None, activation=None, prev=None, mask=N
         x, p, weight, bias if bias is not None else weight, mk, out,
         *x.stride(), *(prev.stride() if prev is not None else (0, 0, 0)), *weight.stride(),
         *(mask.stride() if mask is not None else (0, 0)), *out.stride(),
-        d, L, WIDTH=w, BLOCK_L=bl, BLOCK_D=bd, RB=max(2, _pow2(w - 1)),
+        d, L, WIDTH=w, BLOCK_L=bl, BLOCK_D=bd, RB=max(2, next_pow2(w - 1)),
         HAS_PREV=prev is not None, HAS_BIAS=bias is not None, HAS_MASK=mask is not None,
         SILU=_ACTIVATIONS[activation], num_warps=num_warps,
     )
@@ -290,7 +286,7 @@ def gated_norm_triton(y, gate, weight, eps: float, group_size: int, *, formula: 
         y3, g3, o3 = y, gate, out
     b, L = y3.shape[0], y3.shape[1]
     _, norm_kernel = _kernels()
-    block = _pow2(group_size)
+    block = next_pow2(group_size)
     norm_kernel[(b * L, D // group_size)](
         y3, g3, weight, o3, y3.stride(0), y3.stride(1), g3.stride(0), g3.stride(1), o3.stride(0), o3.stride(1),
         L, group_size, 1.0 / group_size, float(eps),

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spanlab.triton_support import available, interpreting, load
+from spanlab.triton_support import available, interpreting, load, next_pow2
 
 triton, tl = load()
 
@@ -45,10 +45,6 @@ triton, tl = load()
 # tokens, H100, 2026-12-06; docs/benchmarks.md), GB/s-equivalent: 4 warps / 1 stage 313 (1.32 ms),
 # 4/3 307, 4/2 (the first guess) 288 (1.43 ms), 2/2 256, 8/3 186, 8/2 178.
 CONFIG = {"state": {"num_warps": 4, "num_stages": 1}, "scan": {"num_warps": 4, "num_stages": 1}}
-
-
-def _pow2(n: int) -> int:
-    return 1 << max(0, int(n) - 1).bit_length()
 
 
 def row_block(chunk_size: int) -> int | None:
@@ -62,7 +58,7 @@ def row_block(chunk_size: int) -> int | None:
 
 def head_supported(head_dim: int) -> bool:
     """Whether compiled kernels take heads of this size (see `supports`: not 32 channels or fewer)."""
-    return _pow2(int(head_dim)) >= 64
+    return next_pow2(int(head_dim)) >= 64
 
 
 def supports(x: Any, B: Any, chunk_size: int) -> bool:
@@ -224,8 +220,8 @@ def chunk_scan(x, dt, A, B, C, chunk_size: int, D=None, initial_states=None):
         states[:, :, 0] = initial_states.to(device=x.device, dtype=torch.float32)
     else:
         states[:, :, 0].zero_()
-    block_p = min(64, max(16, _pow2(p)))
-    block_n = min(64, max(16, _pow2(n)))
+    block_p = min(64, max(16, next_pow2(p)))
+    block_n = min(64, max(16, next_pow2(n)))
     grid = (b * h * nc, triton_cdiv(p, block_p), triton_cdiv(n, block_n))
     _state_kernel[grid](
         x, dt, a, B, states,
@@ -253,7 +249,7 @@ def chunk_scan(x, dt, A, B, C, chunk_size: int, D=None, initial_states=None):
         start.stride(0), start.stride(1), start.stride(2), start.stride(3),
         y.stride(0), y.stride(1), y.stride(2),
         p, n,
-        HAS_D=D is not None, BLOCK_M=blk, BLOCK_P=block_p, BLOCK_N=max(16, _pow2(n)), UPCAST=interpreting(), PREC=prec,
+        HAS_D=D is not None, BLOCK_M=blk, BLOCK_P=block_p, BLOCK_N=max(16, next_pow2(n)), UPCAST=interpreting(), PREC=prec,
         **CONFIG["scan"],
     )
     return y, final.contiguous()

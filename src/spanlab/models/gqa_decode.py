@@ -54,7 +54,7 @@ import math
 from typing import Any
 
 from spanlab import kernels
-from spanlab.triton_support import interpreting, load
+from spanlab.triton_support import available, interpreting, load
 
 NAME = "spanlab_sdpa"
 PATHS = ("auto", "triton", "matmul", "sdpa")
@@ -66,8 +66,7 @@ def choose_path(device_type: str, requested: str | None = None) -> str:
     if path not in PATHS:
         raise ValueError(f"decode attention path {path!r}: use one of {', '.join(PATHS)}")
     if path == "auto":
-        triton, _ = load()
-        return "triton" if device_type == "cuda" and triton is not None else "sdpa"
+        return "triton" if device_type == "cuda" and available() else "sdpa"
     return path
 
 

@@ -85,7 +85,7 @@ from spanlab import kernels
 from spanlab.models.arch import ARCHS
 from spanlab.models.hf_compat import is_torch_fallback
 
-# One home for the Triton import and the device rule of both Mamba2 kernel modules.
+# One device rule for both Mamba2 kernel modules: it lives with the decode kernels.
 from spanlab.models.mamba2_kernels import on_device
 from spanlab.triton_support import available, load, next_pow2
 

@@ -9,6 +9,6 @@ def test_bracketed_defaults_survive_in_help(cli_output, monkeypatch):
     code, out, _ = cli_output(["finetune", "--help"])
     assert code == 0
     flat = " ".join(out.split())
-    assert "bf16 | fp16 | no [bf16]." in flat
+    assert "auto | bf16 | fp16 | no [auto: bf16 on CUDA, no (fp32) on CPU]." in flat
     assert "(64K-128K contexts) [off]." in flat
     assert "Save the merged HF model [merge]." in flat

@@ -55,7 +55,7 @@ def finetune(
     lr: float | None = typer.Option(None, help="Learning rate [2e-4; 2e-5 for s2]."),
     warmup_steps: int | None = typer.Option(None, help="Linear warmup steps [20]."),
     schedule: str | None = typer.Option(None, help="constant | linear | cosine [constant]."),
-    mixed_precision: str | None = typer.Option(None, help="bf16 | fp16 | no [bf16]."),
+    mixed_precision: str | None = typer.Option(None, help="auto | bf16 | fp16 | no [auto: bf16 on CUDA, no (fp32) on CPU]."),
     weights_dtype: str | None = typer.Option(None, help="Frozen base weights: fp32 | bf16 [fp32]."),
     gradient_checkpointing: bool | None = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing"),
     loss_chunk: str | None = typer.Option(None, help="Rows per LM-head + cross-entropy chunk, e.g. 4k; the full "

@@ -99,8 +99,18 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     from spanlab import kernels
 
     with kernels.use(cfg.kernels) as chosen:
-        # The saved config records every kernel choice that ran, not only the forced ones.
-        return _run_finetune(cfg.model_copy(update={"kernels": chosen.model_dump()}))
+        # The saved config records every kernel choice that ran, not only the forced ones, and the
+        # precision `auto` resolved to.
+        return _run_finetune(cfg.model_copy(update={"kernels": chosen.model_dump(),
+                                                    "mixed_precision": resolve_precision(cfg)}))
+
+
+def resolve_precision(cfg: FinetuneConfig) -> str:
+    """`auto`: bf16 on CUDA (and whenever the weights are bf16, which need it), fp32 autocast-free
+    elsewhere; an explicit choice stands."""
+    if cfg.mixed_precision != "auto":
+        return cfg.mixed_precision
+    return "bf16" if cfg.weights_dtype == "bf16" or torch.cuda.is_available() else "no"
 
 
 def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:

@@ -166,6 +166,14 @@ def test_full_pipeline_train_finetune_ppl_report(tmp_path):
     (stream,) = (tmp_path / "s" / "data").glob("stream-*[0-9a-f].npy")  # the study's shared stream cache
     text = load_tokenizer(None).decode(np.load(stream).astype(np.int64).ravel().tolist())
     assert held and not held & rare_tokens(text)
+    # Perplexity reads essays the fine-tune did not: the fine-tune's text is the train split, and
+    # the perplexity token cache was built from the held-out split.
+    import yaml
+
+    ft = yaml.safe_load((tmp_path / "s" / "finetune" / "se" / "finetune_config.yaml").read_text())
+    assert ft["data"] == [str(tmp_path / "s" / "essays" / "train")]
+    (ppl_meta,) = (tmp_path / "s" / "ppl" / "cache").glob("*/meta.json")
+    assert json.loads(ppl_meta.read_text())["source"] == str(tmp_path / "s" / "essays" / "heldout")
     summary = (tmp_path / "s" / "report" / "summary.md").read_text()
     assert "Perplexity" in summary and "| se |" in summary
     assert res["ran"][-1] == "report"
@@ -317,7 +325,8 @@ def test_finetune_on_the_pretraining_task_mixture(tmp_path, random_model):
         "task_fraction": 0.75, "tasks": ["niah_single_1", "niah_single_2"], "loss": "answers"}}]
     study = Study(load_study(str(_write(tmp_path, cfg))), progress=False, log=lambda m: None)
     fc = study.finetune_config("ft")
-    assert (fc.context, fc.task_fraction, fc.loss, fc.data) == (512, 0.75, "answers", [])
+    # Its natural text is the essays perplexity does not score (study.context.essay_split).
+    assert (fc.context, fc.task_fraction, fc.loss, fc.data) == (512, 0.75, "answers", [str(out / "essays" / "train")])
     assert fc.heldout == [str(out / "heldout")] and fc.cache_dir == out / "data"
     study.run()
     assert _steps(out) == ["heldout", "eval:a:ruler", "finetune:ft", "eval:ft:ruler", "report"]

@@ -174,10 +174,46 @@ class StudyContext:
 
 
 def essay_dir() -> Path:
-    """The vendored essays: the natural text of fine-tuning (by default) and of perplexity."""
+    """The vendored essays (all of them; a study splits them with `essay_split`)."""
     from importlib import resources
 
     return Path(str(resources.files("spanlab.data") / "paul_graham_essays"))
+
+
+# Every 5th essay (by file name) is held out: 10 of the 50, ~20 % of the text.
+HELDOUT_EVERY = 5
+
+
+def essay_split(out: Path) -> dict[str, Path]:
+    """The vendored essays split by document into `out/essays/{train,heldout}` (copied once).
+
+    A study fine-tunes on `train` and measures perplexity on `heldout`: with one shared folder a
+    fine-tune that sees the ~150K tokens tens of times (600 steps of 4 x 2048) is scored on text
+    it has memorised, and its "perplexity" measures the memorising (ablation-lora-rank: 398 -> 9).
+    The split is by whole essays, so no window of the held-out text was a training sequence;
+    the shipped tiny models did read every essay in pre-training (10 % of their stream), which
+    this split cannot undo. Copies keep the files' times, so the token caches stay valid."""
+    import shutil
+
+    src = essay_dir()
+    files = sorted(f for f in src.iterdir() if f.is_file() and f.suffix == ".txt")
+    parts = {"train": [f for i, f in enumerate(files) if i % HELDOUT_EVERY != HELDOUT_EVERY - 1],
+             "heldout": [f for i, f in enumerate(files) if i % HELDOUT_EVERY == HELDOUT_EVERY - 1]}
+    dirs: dict[str, Path] = {}
+    for name, part in parts.items():
+        d = out / "essays" / name
+        d.mkdir(parents=True, exist_ok=True)
+        want = {f.name for f in part}
+        for stale in (f for f in d.glob("*.txt") if f.name not in want):
+            stale.unlink()  # an older split (other HELDOUT_EVERY) must not leak into this one
+        for f in part:
+            if not (d / f.name).is_file() or (d / f.name).stat().st_size != f.stat().st_size:
+                shutil.copy2(f, d / f.name)
+        for extra in src.glob("LICENSE*"):  # the essays' attribution travels with them
+            if not (d / extra.name).exists():
+                shutil.copy2(extra, d / extra.name)
+        dirs[name] = d
+    return dirs
 
 
 def _context_from_model_dir(path: Path) -> int | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from spanlab.study.config import EvalBlock, resolve_length
-from spanlab.study.context import StudyContext, essay_dir
+from spanlab.study.context import StudyContext, essay_split
 
 
 def run_eval_block(ctx: StudyContext, name: str, block: EvalBlock) -> dict[str, Any]:
@@ -30,7 +30,9 @@ def run_perplexity(ctx: StudyContext, name: str) -> dict[str, Any]:
     lengths = [resolve_length(x, ctx.base_context(name)) for x in spec.lengths]
     device = ctx.cfg.device if ctx.cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     tok = load_tokenizer(path)
-    tokens = build_token_cache(str(essay_dir()), tok, ctx.out / "ppl" / "cache", progress=False).tokens
+    # The held-out essays: the fine-tunes of the study read the others (study.context.essay_split).
+    tokens = build_token_cache(str(essay_split(ctx.out)["heldout"]), tok, ctx.out / "ppl" / "cache",
+                               progress=False).tokens
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     net = load_base_model(path, dtype=dtype).to(device)
     (ctx.out / "ppl").mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from spanlab.study.config import resolve_length
-from spanlab.study.context import StudyContext, essay_dir
+from spanlab.study.context import StudyContext, essay_split
 
 
 def finetune_config(ctx: StudyContext, name: str) -> Any:
@@ -17,14 +17,15 @@ def finetune_config(ctx: StudyContext, name: str) -> Any:
                            "context": resolve_length(f.context, ctx.context_of(f.base)), "seed": ctx.cfg.seed,
                            "progress": ctx.progress, "merge": True, **f.settings}
     if name in ctx.task_finetunes():
-        # Task rows continue the pre-training mixture: its natural text (the essays) unless the
-        # config names other data, and the study's held-out evaluation samples kept out.
-        raw["data"] = list(f.data)
+        # Task rows continue the pre-training mixture: its natural text (the essays, less the
+        # ones perplexity is measured on) unless the config names other data, and the study's
+        # held-out evaluation samples kept out.
+        raw["data"] = list(f.data) or [str(essay_split(ctx.out)["train"])]
         if ctx.cfg.heldout and ctx.cfg.eval:
             raw.setdefault("heldout", [str(ctx.out / "heldout")])
         raw.setdefault("cache_dir", str(ctx.out / "data"))  # beside the pre-training streams
     else:
-        raw["data"] = f.data or [str(essay_dir())]
+        raw["data"] = f.data or [str(essay_split(ctx.out)["train"])]  # perplexity reads the other essays
     return FinetuneConfig.parse(raw, source=f"finetune {name}")
 
 

@@ -106,11 +106,11 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
 
 
 def resolve_precision(cfg: FinetuneConfig) -> str:
-    """`auto`: bf16 on CUDA (and whenever the weights are bf16, which need it), fp32 autocast-free
-    elsewhere; an explicit choice stands."""
-    if cfg.mixed_precision != "auto":
-        return cfg.mixed_precision
-    return "bf16" if cfg.weights_dtype == "bf16" or torch.cuda.is_available() else "no"
+    """The precision a fine-tune runs in: pre-training's `auto` rule (spanlab.train.loop), with bf16
+    weights counting as a reason for bf16."""
+    from spanlab.train.loop import resolve_mixed_precision
+
+    return resolve_mixed_precision(cfg.mixed_precision, bf16_weights=cfg.weights_dtype == "bf16")
 
 
 def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:

@@ -121,9 +121,9 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         if summary.get("tokens_target") == cfg.tokens and summary.get("arch") == arch:
             summary["skipped"] = True
             return summary
-    mp = cfg.mixed_precision
-    if mp == "auto":
-        mp = "bf16" if torch.cuda.is_available() else "no"
+    from spanlab.train.loop import resolve_mixed_precision
+
+    mp = resolve_mixed_precision(cfg.mixed_precision)
     acc = Accelerator(mixed_precision=mp)
     tok = load_tokenizer(cfg.tokenizer)
     rows_per_step = cfg.micro_batch_size * cfg.grad_accum * acc.num_processes

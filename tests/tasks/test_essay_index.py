@@ -7,7 +7,7 @@ from spanlab.tasks import essays
 
 
 def test_normalised_text_matches_regex_definition() -> None:
-    raw = " ".join(f.read_text(encoding="utf-8") for f in essays._essay_files())
+    raw = " ".join(f.read_text(encoding="utf-8") for f in essays.essay_files())
     assert essays.essay_text() == re.sub(r"\s+", " ", raw).strip()
     assert essays.essay_excerpt(5000) == essays.essay_text()[:5000]
 

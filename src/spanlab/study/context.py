@@ -195,10 +195,12 @@ def essay_split(out: Path) -> dict[str, Path]:
     this split cannot undo. Copies keep the files' times, so the token caches stay valid."""
     import shutil
 
+    from spanlab.tasks.essays import essay_files
+
     src = essay_dir()
-    files = sorted(f for f in src.iterdir() if f.is_file() and f.suffix == ".txt")
-    parts = {"train": [f for i, f in enumerate(files) if i % HELDOUT_EVERY != HELDOUT_EVERY - 1],
-             "heldout": [f for i, f in enumerate(files) if i % HELDOUT_EVERY == HELDOUT_EVERY - 1]}
+    files = [src / f.name for f in essay_files()]
+    heldout = files[HELDOUT_EVERY - 1::HELDOUT_EVERY]
+    parts = {"train": [f for f in files if f not in heldout], "heldout": heldout}
     dirs: dict[str, Path] = {}
     for name, part in parts.items():
         d = out / "essays" / name

@@ -22,7 +22,8 @@ def _root():
     return resources.files("spanlab.data") / "paul_graham_essays"
 
 
-def _essay_files() -> list:
+def essay_files() -> list:
+    """The vendored essays' text files, sorted by name (the license file left out)."""
     root = _root()
     names = sorted(p.name for p in root.iterdir() if p.name.endswith(".txt") and not p.name.startswith("LICENSE"))
     return [root / n for n in names]
@@ -30,14 +31,14 @@ def _essay_files() -> list:
 
 @lru_cache(maxsize=1)
 def essay_text() -> str:
-    text = " ".join(f.read_text(encoding="utf-8") for f in _essay_files())
+    text = " ".join(f.read_text(encoding="utf-8") for f in essay_files())
     return " ".join(text.split())  # = re.sub(r"\s+", " ", text).strip(): \s is str.isspace; 2x faster
 
 
 def essay_excerpt(chars: int) -> str:
     """About the first `chars` characters of `essay_text()`, without reading the whole corpus."""
     parts: list[str] = []
-    for f in _essay_files():
+    for f in essay_files():
         parts.append(f.read_text(encoding="utf-8"))
         if sum(map(len, parts)) > chars + 1000:
             break

@@ -147,6 +147,27 @@ def test_runs_share_one_stream_cache(tmp_path):
     assert [p.name for p in (tmp_path / "data").iterdir() if "partial" in p.name] == []
 
 
+def test_pretraining_reads_the_text_it_is_given(tmp_path, tok):
+    """`text=` (spanlab train --text, a study's corpus) replaces the essays in every text row, the
+    stream cache is keyed on it, and the summary counts how often the run read it."""
+    from spanlab.pretrain.run import prepare_stream, text_use
+
+    words = " ".join(f"zebra{i % 97} walks" for i in range(3000))  # no essay has these words
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "a.txt").write_text(words)
+    common = {"arch": "transformer", "size": "tiny", "context": 128, "tokens": 128 * 8, "micro_batch_size": 4,
+              "task_fraction": 0.0, "data_dir": tmp_path / "data", "progress": False, "data_workers": 1}
+    own = prepare_stream(PretrainConfig(out=tmp_path / "a", text=str(tmp_path / "t"), **common))
+    essays = prepare_stream(PretrainConfig(out=tmp_path / "b", **common))
+    assert own != essays
+    decoded = tok.decode(np.load(own).astype(np.int64).ravel().tolist())
+    assert decoded.count("zebra") > 100 and "zebra" not in tok.decode(np.load(essays).astype(np.int64).ravel().tolist())
+    cfg = PretrainConfig(out=tmp_path / "a", text=str(tmp_path / "t"), **common)
+    n, passes = text_use(cfg, tok, tmp_path / "data", 128 * 8 * 40)
+    assert n == len(tok(words, add_special_tokens=False)["input_ids"]) + 1  # + the EOS after the document
+    assert passes == pytest.approx(128 * 8 * 40 / n)
+
+
 @pytest.mark.parametrize("arch", ["transformer", "mamba2", "hybrid", "griffin", "rwkv"])
 def test_labeled_positions_loss_equals_the_models_loss(arch):
     """The answer-only loss that skips unlabeled logits gives the model's own loss and gradients."""

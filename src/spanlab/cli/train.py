@@ -36,6 +36,8 @@ def train_cmd(
     loss: str = typer.Option(_D["loss"], help="all | answers: task rows train on their answer (+EOS) only, text rows on every token"),
     warmup_fraction: float = typer.Option(_D["warmup_fraction"], help="share of steps with linear learning-rate warm-up"),
     data_dir: str | None = typer.Option(None, help="stream cache folder (default OUT/data); runs may share one"),
+    text: Path | None = typer.Option(None, help="natural text of the mixture: a .txt/.jsonl/.parquet file or a "
+                                     "folder of them (default: the vendored Paul Graham essays, ~155K tokens)"),
     heldout: list[Path] = typer.Option([], help="evaluation sample JSONL files/folders whose needles must not appear in training"),
     save_every: int = typer.Option(_D["save_every"], help="checkpoint every N steps"),
     workers: int | None = typer.Option(None, help="processes building the data stream (default: every core)"),
@@ -65,6 +67,10 @@ def train_cmd(
     if workers is not None and workers < 1:
         raise SpanlabError("--workers must be at least 1")
     check_out_dir(out)
+    if text is not None:
+        from spanlab.mixture.text import source_files
+
+        source_files(text)  # a missing folder or unsupported file fails here, before any work
     if data_dir:
         check_out_dir(data_dir, "--data-dir")
     cfg = PretrainConfig(
@@ -74,7 +80,7 @@ def train_cmd(
         task_fraction=spec.task_fraction, heldout=[str(h) for h in heldout], save_every=spec.save_every,
         tasks=tuple(spec.tasks) if spec.tasks else DEFAULT_TASKS,
         loss=spec.loss, warmup_fraction=spec.warmup_fraction, data_dir=Path(data_dir) if data_dir else None,
-        data_workers=workers, progress=progress,
+        data_workers=workers, progress=progress, text=str(text) if text is not None else None,
     )
     if data_only:
         print(prepare_stream(cfg))

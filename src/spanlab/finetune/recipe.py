@@ -22,6 +22,7 @@ from spanlab.finetune.data import load_training_data, task_mixture_data
 from spanlab.finetune.patching import patch_attention
 from spanlab.finetune.peft_recipes import apply_peft
 from spanlab.finetune.rope import scale_rope
+from spanlab.mixture.text import text_passes, warn_passes
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -113,6 +114,24 @@ def resolve_precision(cfg: FinetuneConfig) -> str:
     return resolve_mixed_precision(cfg.mixed_precision, bf16_weights=cfg.weights_dtype == "bf16")
 
 
+def _text_use(cfg: FinetuneConfig, dataset: Any, tokenizer: Any, *, world_size: int) -> tuple[int, float | None]:
+    """(natural-text tokens the run can read, times it reads them; spanlab.mixture.text)."""
+    rows = cfg.steps * cfg.micro_batch_size * cfg.grad_accum * world_size
+    if cfg.task_fraction <= 0:
+        # Packed sequences: every row is text, and the dataset holds all the text there is.
+        return len(dataset) * cfg.context, text_passes(rows, len(dataset))
+    if cfg.data:
+        from spanlab.mixture.text import build_token_cache
+
+        n = len(build_token_cache(cfg.data[0], tokenizer, cfg.cache_dir, text_field=cfg.text_field, progress=False))
+    else:
+        from spanlab.mixture import natural_text
+
+        n = len(tokenizer(natural_text(), add_special_tokens=False)["input_ids"])
+    # Text rows only (task rows' fill after the answer reads some more): a lower bound.
+    return n, text_passes((1.0 - cfg.task_fraction) * rows * cfg.context, n)
+
+
 def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     from spanlab.train import TrainConfig, train
     from spanlab.train.loop import make_accelerator
@@ -151,6 +170,9 @@ def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
                 text_field=cfg.text_field,
                 progress=cfg.progress and acc.is_main_process,
             )
+    text_tokens, passes = _text_use(cfg, dataset, tokenizer, world_size=acc.num_processes)
+    if acc.is_main_process:
+        warn_passes(passes, text_tokens=text_tokens, what=f"this fine-tune ({cfg.steps} steps)")
     model = load_base_model(cfg.model, dtype=_DTYPES[cfg.weights_dtype], rope_scaling=cfg.rope_scaling)
     cfg = resolve_lora(cfg, model)
     if acc.is_main_process:
@@ -198,6 +220,8 @@ def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         "peak_memory_gb": result.peak_memory_gb,
         "adapters": str(result.final_dir),
         "sequences": len(dataset),
+        "text_tokens": text_tokens,
+        "text_passes": passes,
         "is_main_process": acc.is_main_process,
     }
     if acc.is_main_process:

@@ -3,7 +3,9 @@
 RULER-format task samples, the rest natural text, with evaluation needles kept out.
 
 `spanlab.mixture.stream` builds and reads the stream; `spanlab.mixture.heldout` says which
-evaluation tokens training rows must not contain. Layering: tasks -> mixture -> pretrain, finetune
+evaluation tokens training rows must not contain; `spanlab.mixture.text` turns natural-text
+sources into token caches (the stream's text rows, fine-tuning data, perplexity) and counts how
+many times a run reads them. Layering: tasks -> mixture -> pretrain, finetune
 (this package imports no training code, and torch only to hand rows to the training loop).
 """
 

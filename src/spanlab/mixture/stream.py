@@ -204,7 +204,7 @@ def build_stream(
     and their answer spans to `stream-<key>.answers.npy`. `workers=None` uses every core.
 
     `text` = (key, token ids): the natural text that text rows and the fill after task samples
-    are cut from, named by `key` in the cache key (fine-tuning data, spanlab.finetune.data);
+    are cut from, named by `key` in the cache key (a token cache of spanlab.mixture.text);
     default: the essays, as in pre-training."""
     if num_rows < 1:
         raise SpanlabError("the token budget gives no training rows; raise --tokens")

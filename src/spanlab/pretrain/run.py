@@ -27,6 +27,7 @@ from spanlab.mixture import (
     build_stream,
     heldout_from_files,
 )
+from spanlab.mixture.text import text_passes, warn_passes
 from spanlab.units import parse_count  # noqa: F401  (re-exported: token budgets, SI units)
 
 SUMMARY_FILE = "pretrain.json"
@@ -55,6 +56,8 @@ class PretrainConfig:
     save_every: int = 200
     data_workers: int | None = None  # None = every core
     data_dir: Path | None = None  # stream cache folder (default OUT/data); runs may share one
+    # Natural text of the mixture (a .txt/.jsonl/.parquet file or folder); None = the vendored essays.
+    text: str | None = None
     progress: bool = True
 
 
@@ -99,9 +102,29 @@ def prepare_stream(cfg: PretrainConfig, *, world_size: int = 1, tokenizer: Any =
     steps = max(1, math.ceil(cfg.tokens / (rows_per_step * cfg.context)))
     heldout = heldout_from_files(cfg.heldout) if cfg.heldout else HeldOut()
     data_dir = Path(cfg.data_dir) if cfg.data_dir else Path(cfg.out) / "data"
+    show = cfg.progress if progress is None else progress
     path = build_stream(mix, steps * rows_per_step, tokenizer=tok, cache_dir=data_dir, heldout=heldout,
-                        workers=cfg.data_workers, progress=cfg.progress if progress is None else progress)
+                        workers=cfg.data_workers, progress=show, text=mixture_text(cfg, tok, data_dir, show))
     return (path, heldout) if with_heldout else path
+
+
+def mixture_text(cfg: PretrainConfig, tokenizer: Any, data_dir: Path, progress: bool = False) -> Any:
+    """(cache key, token ids) of `cfg.text` for spanlab.mixture.build_stream; None = the essays."""
+    if cfg.text is None:
+        return None
+    from spanlab.mixture.text import build_token_cache
+
+    cache = build_token_cache(cfg.text, tokenizer, data_dir / "text", progress=progress)
+    return cache.directory.name, cache.tokens
+
+
+def text_use(cfg: PretrainConfig, tokenizer: Any, data_dir: Path, tokens: int) -> tuple[int, float | None]:
+    """(natural-text tokens of the mixture, times `tokens` of training read them; text rows only)."""
+    from spanlab.mixture import natural_text
+
+    text = mixture_text(cfg, tokenizer, data_dir)
+    n = len(text[1]) if text is not None else len(tokenizer(natural_text(), add_special_tokens=False)["input_ids"])
+    return n, text_passes((1.0 - cfg.task_fraction) * tokens, n)
 
 
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
@@ -118,7 +141,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     done = out / SUMMARY_FILE
     if done.exists() and (out / "final").is_dir():
         summary = json.loads(done.read_text())
-        if summary.get("tokens_target") == cfg.tokens and summary.get("arch") == arch:
+        if (summary.get("tokens_target") == cfg.tokens and summary.get("arch") == arch
+                and summary.get("text", "essays") == (cfg.text or "essays")):
             summary["skipped"] = True
             return summary
     from spanlab.train.loop import resolve_mixed_precision
@@ -136,6 +160,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     path, heldout = prepare_stream(cfg, world_size=acc.num_processes, tokenizer=tok, progress=False, with_heldout=True)
     data_s = time.perf_counter() - t0
     dataset = StreamDataset(path, loss=cfg.loss)
+    data_dir = Path(cfg.data_dir) if cfg.data_dir else out / "data"
+    text_tokens, passes = text_use(cfg, tok, data_dir, steps * rows_per_step * cfg.context)
+    if acc.is_main_process:
+        warn_passes(passes, text_tokens=text_tokens, what=f"pre-training ({cfg.tokens:,} tokens)")
 
     model = build_model(arch, cfg.size, vocab_size=len(tok), seed=cfg.seed,
                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
@@ -192,6 +220,9 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             "loss": cfg.loss,
             "task_fraction": cfg.task_fraction,
             "heldout_tokens": len(heldout),
+            "text": cfg.text or "essays",
+            "text_tokens": text_tokens,
+            "text_passes": passes,
             "data": str(path.name),
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
             "final_dir": str(result.final_dir),

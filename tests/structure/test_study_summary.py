@@ -37,7 +37,7 @@ def test_summary_tables_cells_and_figures(tmp_path):
     assert out.read_text() == "\n".join([
         "# Study `t`", "",
         "| step | wall (s) |", "|---|---:|", "| train:a | 3.2 |", "| report | 0.0 |", "",
-        "## Perplexity (essays)", "", "| model | 512 | 1K |", "|---|---:|---:|",
+        "## Perplexity (held-out essays)", "", "| model | 512 | 1K |", "|---|---:|---:|",
         "| Model A | 12.35 | 20.00 |", "| b | 9.50 |  |", "",
         "## Attention training step: time (ms) / peak memory (GiB), op mode, H100", "",
         "| variant | 4K | 8K |", "|---|---:|---:|", "| full | 1.23 / 0.50 | OOM |", "| se[M=128] | 0.50 / 0.25 |  |",

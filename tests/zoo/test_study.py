@@ -341,3 +341,59 @@ def test_finetune_on_the_pretraining_task_mixture(tmp_path, random_model):
     assert (np.load(answers_path(stream))[:, 1] > 0).any()
     text = load_tokenizer(None).decode(rows.astype(np.int64).ravel().tolist())
     assert not held & rare_tokens(text)
+    # Passes over the natural text count the text rows only: 25 % of 6 x 512 tokens.
+    res = study.done_steps()["finetune:ft"]["result"]
+    train_text = "".join(f.read_text(encoding="utf-8") for f in sorted((out / "essays" / "train").glob("*.txt")))
+    assert res["text_tokens"] > len(train_text) // 8  # the train split's tokens, not one row's
+    assert res["text_passes"] == pytest.approx(0.25 * 6 * 512 / res["text_tokens"])
+
+
+def test_study_corpus_feeds_training_and_perplexity_and_counts_passes(tmp_path, random_model, capfd):
+    """`corpus:` replaces the essays: fine-tunes and pre-training read its training documents,
+    perplexity its held-out ones, and a fine-tune that reads its little text many times says so
+    (stderr) and records the passes, which summary.md shows."""
+    from spanlab.tasks.essays import essay_files
+
+    books = tmp_path / "books"
+    books.mkdir()
+    for i, f in enumerate(essay_files()[:6]):  # 6 short documents: the 5th is held out
+        (books / f"book{i}.txt").write_text(f.read_text(encoding="utf-8")[:2000], encoding="utf-8")
+    out = tmp_path / "s"
+    cfg = _study_cfg(random_model, out)
+    cfg["models"] = cfg["models"][:1] + [{"name": "z", "train": {"arch": "transformer", "size": "tiny", "context": 256,
+                                                                 "tokens": 1024, "batch_size": 2}}]
+    cfg["eval"] = []
+    cfg["corpus"] = str(books)
+    cfg["finetune"] = [{"name": "ft", "base": "a", "context": "1x", "settings": {
+        "attention": "full", "peft": "lora", "steps": 12, "micro_batch_size": 4, "grad_accum": 1,
+        "mixed_precision": "no", "gradient_checkpointing": False, "rank": 2, "alpha": 4, "save_every": 0}}]
+    cfg["perplexity"] = {"lengths": ["1x"], "max_windows": 1}
+    study = Study(load_study(str(_write(tmp_path, cfg))), progress=False, log=lambda m: None)
+    assert study.finetune_config("ft").data == [str(out / "corpus" / "train")]
+    assert study.pretrain_config("z").text == str(out / "corpus" / "train")
+    assert not (out / "corpus").exists()  # building configs makes nothing
+    study.run(only=["finetune", "ppl:a", "report"])
+    assert "reads its natural text" in capfd.readouterr().err
+    held = [os.path.basename(os.path.realpath(p)) for p in (out / "corpus" / "heldout").iterdir()]
+    assert held == ["book4.txt"]
+    (meta,) = (out / "ppl" / "cache").glob("*/meta.json")
+    assert json.loads(meta.read_text())["source"] == str(out / "corpus" / "heldout")
+    result = study.done_steps()["finetune:ft"]["result"]
+    # 12 steps x 4 rows of 256 tokens over the five training books' packed 256-token sequences.
+    assert result["text_passes"] == pytest.approx(48 / (result["text_tokens"] // 256))
+    assert result["text_passes"] > 4
+    summary = (out / "report" / "summary.md").read_text()
+    assert "## Training text (books)" in summary and "| finetune:ft |" in summary
+    assert "memorised" in summary and "## Perplexity (held-out books)" in summary
+
+
+def test_study_cli_rejects_a_corpus_it_cannot_split(tmp_path, random_model):
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "only.txt").write_text("text " * 100)
+    cfg = _write(tmp_path, _study_cfg(random_model, tmp_path / "s"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([sys.executable, "-m", "spanlab", "study", str(cfg), "--corpus", str(one), "--dry-run"],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and "cannot be split by document" in proc.stderr
+    assert "Traceback" not in proc.stderr

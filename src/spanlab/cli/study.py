@@ -23,6 +23,10 @@ def study_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="list the steps and whether they are done, run nothing"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     kernels: str | None = typer.Option(None, help=kernels_help() + " Over the config's `kernels:`."),
+    corpus: Path | None = typer.Option(None, help="natural text for the study's fine-tuning, pre-training and "
+                                       "perplexity instead of the vendored essays (~155K tokens): a folder "
+                                       "with train/ and heldout/ (or validation/, test/), or of .txt/.jsonl/"
+                                       ".parquet files split by file, every 5th held out (docs/zoo.md)"),
 ) -> None:
     """Run a controlled study; re-running skips finished steps, so a killed study resumes."""
     from rich.console import Console
@@ -33,7 +37,7 @@ def study_cmd(
     from spanlab.study import Study, load_study
 
     console = Console(emoji=False, markup=False)
-    cfg = load_study(config, device=device)
+    cfg = load_study(config, device=device, corpus=str(corpus.expanduser().resolve()) if corpus else None)
     forced = kernel_settings.parse(kernels)  # checked now, before any step runs
     check_out_dir(out if out is not None else cfg.out_dir())
     study = Study(cfg, out=out, progress=progress, log=lambda m: console.print(m, markup=False))

@@ -23,12 +23,30 @@ def perplexity_rows(ppl_dir: Path, display: Callable[[str], str] = str) -> dict[
     return rows
 
 
-def perplexity_markdown(rows: Mapping[str, Mapping[int, float]]) -> list[str]:
+def perplexity_markdown(rows: Mapping[str, Mapping[int, float]], text: str = "essays") -> list[str]:
     lens = sorted({n for r in rows.values() for n in r})
-    lines = ["## Perplexity (essays)", "", "| model | " + " | ".join(map(format_length, lens)) + " |",
+    lines = [f"## Perplexity (held-out {text})", "", "| model | " + " | ".join(map(format_length, lens)) + " |",
              "|---|" + "---:|" * len(lens)]
     for name, r in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{r[n]:.2f}" if n in r else "" for n in lens) + " |")
+    return lines
+
+
+def text_use_markdown(steps: Mapping[str, Mapping[str, Any]], text: str = "essays") -> list[str]:
+    """How many times each training step read its natural text (spanlab.mixture.text); [] if none says."""
+    from spanlab.mixture.text import MAX_PASSES
+
+    rows = [(k, v["result"]) for k, v in steps.items()
+            if isinstance(v.get("result"), Mapping) and v["result"].get("text_passes") is not None]
+    if not rows:
+        return []
+    lines = [f"## Training text ({text})", "", "| step | text tokens | passes over it |", "|---|---:|---:|"]
+    over = [k for k, r in rows if float(r["text_passes"]) > MAX_PASSES]
+    lines += [f"| {k} | {int(r['text_tokens']):,} | {float(r['text_passes']):.1f} |" for k, r in rows]
+    if over:
+        lines += ["", f"{len(over)} of {len(rows)} steps read their text more than {MAX_PASSES:g} times: those "
+                  "models have memorised it, so their training loss says little about what they learned "
+                  "(docs/finetune.md, 'How much text'; `spanlab study --corpus DIR` gives a study more text)."]
     return lines
 
 
@@ -58,14 +76,18 @@ def write_study_summary(
     ppl: Mapping[str, Mapping[int, float]],
     profile_rows: Sequence[Any] | None,
     profile_planned: bool,
+    text: str = "essays",
 ) -> Path:
     """Write `dest/summary.md`. `profile_rows=None` means no profile CSV exists; with
     `profile_planned` the summary then says the (GPU) step has not run yet."""
     lines = [f"# Study `{name}`", ""]
     lines += ["| step | wall (s) |", "|---|---:|"]
     lines += [f"| {k} | {v.get('wall_s', 0):.1f} |" for k, v in steps.items()]
+    use = text_use_markdown(steps, text)
+    if use:
+        lines += [""] + use
     if ppl:
-        lines += [""] + perplexity_markdown(ppl)
+        lines += [""] + perplexity_markdown(ppl, text)
     if profile_rows is not None:
         lines += [""] + profile_markdown(profile_rows)
     elif profile_planned:

@@ -218,11 +218,23 @@ class StudyConfig(_Strict):
     profile: ProfileSpec | None = None
     threshold: float = 85.6
     heldout: bool = True  # keep every eval needle out of the pre-training stream
+    # Natural text for fine-tuning (and pre-training) and perplexity, split by document
+    # (spanlab.study.corpus); default the vendored essays. `spanlab study --corpus DIR` sets it.
+    corpus: str | None = None
     # How many `train` steps run at the same time (separate processes on the same device): tiny
     # models leave a GPU mostly idle. Where it runs, not what it computes: not pinned on resume.
     train_parallel: int = Field(1, ge=1)
     # Kernel choices (spanlab.kernels) for every step; an eval or fine-tune's own `kernels` go on top.
     kernels: KernelChoices = Field(default_factory=dict)
+
+    @field_validator("corpus")
+    @classmethod
+    def _corpus_folder(cls, v: str | None) -> str | None:
+        if v is not None:
+            from spanlab.study.corpus import check_corpus
+
+            as_value_error(check_corpus, v)
+        return v
 
     @model_validator(mode="after")
     def _refs(self) -> StudyConfig:

@@ -14,6 +14,9 @@ from typing import Any
 
 from spanlab.errors import SpanlabError
 from spanlab.study.config import EvalBlock, StudyConfig, resolve_length
+from spanlab.study.corpus import HELDOUT_EVERY, CorpusSplit, corpus_split, essay_split, materialise
+
+__all__ = ["HELDOUT_EVERY", "STEPS_FILE", "StudyContext", "essay_split"]
 
 STEPS_FILE = "steps.jsonl"
 
@@ -45,6 +48,12 @@ class StudyContext:
         with open(self.out / STEPS_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(rec, default=str) + "\n")
             f.flush()
+
+    # ----- natural text ------------------------------------------------------------------------
+    def corpus(self, *, create: bool = False) -> CorpusSplit:
+        """The study's training / held-out text (spanlab.study.corpus); `create` makes the folders."""
+        split = corpus_split(self.out, self.cfg.corpus)
+        return materialise(split) if create else split
 
     # ----- models ------------------------------------------------------------------------------
     def model_path(self, name: str) -> str:
@@ -171,51 +180,6 @@ class StudyContext:
         if not out:
             raise SpanlabError(f"eval block {block.name!r}: no task fits any of its lengths {cfg.lengths}")
         return out
-
-
-def essay_dir() -> Path:
-    """The vendored essays (all of them; a study splits them with `essay_split`)."""
-    from importlib import resources
-
-    return Path(str(resources.files("spanlab.data") / "paul_graham_essays"))
-
-
-# Every 5th essay (by file name) is held out: 10 of the 50, ~20 % of the text.
-HELDOUT_EVERY = 5
-
-
-def essay_split(out: Path) -> dict[str, Path]:
-    """The vendored essays split by document into `out/essays/{train,heldout}` (copied once).
-
-    A study fine-tunes on `train` and measures perplexity on `heldout`: with one shared folder a
-    fine-tune that sees the ~150K tokens tens of times (600 steps of 4 x 2048) is scored on text
-    it has memorised, and its "perplexity" measures the memorising (ablation-lora-rank: 398 -> 9).
-    The split is by whole essays, so no window of the held-out text was a training sequence;
-    the shipped tiny models did read every essay in pre-training (10 % of their stream), which
-    this split cannot undo. Copies keep the files' times, so the token caches stay valid."""
-    import shutil
-
-    from spanlab.tasks.essays import essay_files
-
-    src = essay_dir()
-    files = [src / f.name for f in essay_files()]
-    heldout = files[HELDOUT_EVERY - 1::HELDOUT_EVERY]
-    parts = {"train": [f for f in files if f not in heldout], "heldout": heldout}
-    dirs: dict[str, Path] = {}
-    for name, part in parts.items():
-        d = out / "essays" / name
-        d.mkdir(parents=True, exist_ok=True)
-        want = {f.name for f in part}
-        for stale in (f for f in d.glob("*.txt") if f.name not in want):
-            stale.unlink()  # an older split (other HELDOUT_EVERY) must not leak into this one
-        for f in part:
-            if not (d / f.name).is_file() or (d / f.name).stat().st_size != f.stat().st_size:
-                shutil.copy2(f, d / f.name)
-        for extra in src.glob("LICENSE*"):  # the essays' attribution travels with them
-            if not (d / extra.name).exists():
-                shutil.copy2(extra, d / extra.name)
-        dirs[name] = d
-    return dirs
 
 
 def _context_from_model_dir(path: Path) -> int | None:

@@ -14,12 +14,18 @@ import hashlib
 import json
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 
 INDEX_NAME = "sentences.json"
 
 
 def _root():
     return resources.files("spanlab.data") / "paul_graham_essays"
+
+
+def essay_dir() -> Path:
+    """The folder of the vendored essays (and their LICENSE file), as a filesystem path."""
+    return Path(str(_root()))
 
 
 def essay_files() -> list:

@@ -1,11 +1,11 @@
-"""`eval:<model>:<block>` and `ppl:<model>` steps: RULER/NIAH blocks and essay perplexity."""
+"""`eval:<model>:<block>` and `ppl:<model>` steps: RULER/NIAH blocks and held-out text perplexity."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from spanlab.study.config import EvalBlock, resolve_length
-from spanlab.study.context import StudyContext, essay_split
+from spanlab.study.context import StudyContext
 
 
 def run_eval_block(ctx: StudyContext, name: str, block: EvalBlock) -> dict[str, Any]:
@@ -18,9 +18,9 @@ def run_eval_block(ctx: StudyContext, name: str, block: EvalBlock) -> dict[str, 
 def run_perplexity(ctx: StudyContext, name: str) -> dict[str, Any]:
     import torch
 
-    from spanlab.finetune.data import build_token_cache
     from spanlab.finetune.perplexity import perplexity
     from spanlab.finetune.recipe import load_base_model, load_tokenizer
+    from spanlab.mixture.text import build_token_cache
     from spanlab.zoo import use_fast_ssd
 
     spec = ctx.cfg.perplexity
@@ -30,8 +30,8 @@ def run_perplexity(ctx: StudyContext, name: str) -> dict[str, Any]:
     lengths = [resolve_length(x, ctx.base_context(name)) for x in spec.lengths]
     device = ctx.cfg.device if ctx.cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     tok = load_tokenizer(path)
-    # The held-out essays: the fine-tunes of the study read the others (study.context.essay_split).
-    tokens = build_token_cache(str(essay_split(ctx.out)["heldout"]), tok, ctx.out / "ppl" / "cache",
+    # The held-out documents: the study's training steps read the others (spanlab.study.corpus).
+    tokens = build_token_cache(str(ctx.corpus(create=True).heldout), tok, ctx.out / "ppl" / "cache",
                                progress=False).tokens
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     net = load_base_model(path, dtype=dtype).to(device)

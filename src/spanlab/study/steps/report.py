@@ -67,5 +67,6 @@ def run_report(ctx: StudyContext) -> dict[str, Any]:
         plot_profile_rows(profile_rows, dest, display=display_label)
     summary = write_study_summary(dest, name=cfg.name, steps=ctx.done_steps(),
                                   ppl=perplexity_rows(ctx.out / "ppl", ctx.display),
-                                  profile_rows=profile_rows, profile_planned=cfg.profile is not None)
+                                  profile_rows=profile_rows, profile_planned=cfg.profile is not None,
+                                  text=ctx.corpus().name)
     return {"report": str(dest), "summary": str(summary)}

@@ -38,12 +38,15 @@ def pretrain_config(ctx: StudyContext, name: str) -> Any:
         save_every=t.save_every, progress=ctx.progress,
         # One cache for the study: models with the same mixture read the same stream file.
         data_dir=ctx.out / "data",
+        # A study corpus: pre-training reads its training documents, never the held-out ones.
+        text=str(ctx.corpus().train) if ctx.cfg.corpus else None,
     )
 
 
 def run_train(ctx: StudyContext, name: str) -> dict[str, Any]:
     from spanlab.pretrain.run import pretrain
 
+    ctx.corpus(create=True)
     return pretrain(pretrain_config(ctx, name))
 
 
@@ -54,6 +57,7 @@ def run_train_parallel(ctx: StudyContext, steps: list[Step],
     `report(step, summary, wall_s)` is called as each finishes."""
     from spanlab.pretrain.run import SUMMARY_FILE, prepare_stream
 
+    ctx.corpus(create=True)
     configs = {s.id: pretrain_config(ctx, s.id.split(":", 1)[1]) for s in steps}
     t0 = time.perf_counter()
     for c in configs.values():  # identical mixtures resolve to one cached file

@@ -77,6 +77,14 @@ def test_flat_corpus_is_split_by_file_as_links(tmp_path):
     assert materialise(corpus_split(tmp_path / "out", src)) == split  # again: unchanged
 
 
+def test_study_folder_inside_the_corpus_is_not_read_back(tmp_path):
+    src = _flat_corpus(tmp_path / "books", 6)
+    first = materialise(corpus_split(src / "runs" / "s", src))
+    again = materialise(corpus_split(src / "runs" / "s", src))
+    assert again == first
+    assert len(list(first.train.iterdir())) + len(list(first.heldout.iterdir())) == 6
+
+
 def test_small_corpus_holds_out_its_last_file(tmp_path):
     src = _flat_corpus(tmp_path / "two", 2)
     split = materialise(corpus_split(tmp_path / "out", src))

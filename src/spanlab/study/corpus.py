@@ -129,7 +129,9 @@ def materialise(split: CorpusSplit) -> CorpusSplit:
         return split
     from spanlab.mixture.text import source_files
 
-    files = source_files(split.source)
+    links = Path(os.path.abspath(split.train.parent))
+    # A study folder inside the corpus folder must not feed its own links back into the split.
+    files = [f for f in source_files(split.source) if not Path(os.path.abspath(f)).is_relative_to(links)]
     if len(files) < 2:
         check_corpus(split.source)  # raises the explanatory error
     parts = _split_files(files)

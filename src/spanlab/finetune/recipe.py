@@ -22,7 +22,7 @@ from spanlab.finetune.data import load_training_data, task_mixture_data
 from spanlab.finetune.patching import patch_attention
 from spanlab.finetune.peft_recipes import apply_peft
 from spanlab.finetune.rope import scale_rope
-from spanlab.mixture.text import text_passes, warn_passes
+from spanlab.mixture.text import text_passes, text_token_count, warn_passes
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -120,14 +120,7 @@ def _text_use(cfg: FinetuneConfig, dataset: Any, tokenizer: Any, *, world_size: 
     if cfg.task_fraction <= 0:
         # Packed sequences: every row is text, and the dataset holds all the text there is.
         return len(dataset) * cfg.context, text_passes(rows, len(dataset))
-    if cfg.data:
-        from spanlab.mixture.text import build_token_cache
-
-        n = len(build_token_cache(cfg.data[0], tokenizer, cfg.cache_dir, text_field=cfg.text_field, progress=False))
-    else:
-        from spanlab.mixture import natural_text
-
-        n = len(tokenizer(natural_text(), add_special_tokens=False)["input_ids"])
+    n = text_token_count(tokenizer, cfg.data[0] if cfg.data else None, cfg.cache_dir, text_field=cfg.text_field)
     # Text rows only (task rows' fill after the answer reads some more): a lower bound.
     return n, text_passes((1.0 - cfg.task_fraction) * rows * cfg.context, n)
 

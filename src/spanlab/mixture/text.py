@@ -196,6 +196,16 @@ def build_token_cache(
     return TokenCache(target)
 
 
+def text_token_count(tokenizer: Any, source: str | Path | None = None, cache_dir: str | Path | None = None,
+                     *, text_field: str = "text") -> int:
+    """Tokens of a run's natural text: `source`'s token cache, or (None) the vendored essays."""
+    if source is not None:
+        return len(build_token_cache(source, tokenizer, cache_dir, text_field=text_field, progress=False))
+    from spanlab.mixture.stream import natural_text
+
+    return len(tokenizer(natural_text(), add_special_tokens=False)["input_ids"])
+
+
 # Muennighoff et al. 2023 (Scaling Data-Constrained Language Models): up to ~4 epochs of repeated
 # text train almost as well as new text; beyond that the value of more passes falls off fast.
 MAX_PASSES = 4.0

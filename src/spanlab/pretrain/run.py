@@ -27,7 +27,7 @@ from spanlab.mixture import (
     build_stream,
     heldout_from_files,
 )
-from spanlab.mixture.text import text_passes, warn_passes
+from spanlab.mixture.text import text_passes, text_token_count, warn_passes
 from spanlab.units import parse_count  # noqa: F401  (re-exported: token budgets, SI units)
 
 SUMMARY_FILE = "pretrain.json"
@@ -101,11 +101,16 @@ def prepare_stream(cfg: PretrainConfig, *, world_size: int = 1, tokenizer: Any =
     rows_per_step = cfg.micro_batch_size * cfg.grad_accum * world_size
     steps = max(1, math.ceil(cfg.tokens / (rows_per_step * cfg.context)))
     heldout = heldout_from_files(cfg.heldout) if cfg.heldout else HeldOut()
-    data_dir = Path(cfg.data_dir) if cfg.data_dir else Path(cfg.out) / "data"
+    data_dir = stream_dir(cfg)
     show = cfg.progress if progress is None else progress
     path = build_stream(mix, steps * rows_per_step, tokenizer=tok, cache_dir=data_dir, heldout=heldout,
                         workers=cfg.data_workers, progress=show, text=mixture_text(cfg, tok, data_dir, show))
     return (path, heldout) if with_heldout else path
+
+
+def stream_dir(cfg: PretrainConfig) -> Path:
+    """Where the run's stream (and its text's token cache) is cached: `data_dir`, else OUT/data."""
+    return Path(cfg.data_dir) if cfg.data_dir else Path(cfg.out) / "data"
 
 
 def mixture_text(cfg: PretrainConfig, tokenizer: Any, data_dir: Path, progress: bool = False) -> Any:
@@ -120,10 +125,7 @@ def mixture_text(cfg: PretrainConfig, tokenizer: Any, data_dir: Path, progress: 
 
 def text_use(cfg: PretrainConfig, tokenizer: Any, data_dir: Path, tokens: int) -> tuple[int, float | None]:
     """(natural-text tokens of the mixture, times `tokens` of training read them; text rows only)."""
-    from spanlab.mixture import natural_text
-
-    text = mixture_text(cfg, tokenizer, data_dir)
-    n = len(text[1]) if text is not None else len(tokenizer(natural_text(), add_special_tokens=False)["input_ids"])
+    n = text_token_count(tokenizer, cfg.text, data_dir / "text")
     return n, text_passes((1.0 - cfg.task_fraction) * tokens, n)
 
 
@@ -160,8 +162,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     path, heldout = prepare_stream(cfg, world_size=acc.num_processes, tokenizer=tok, progress=False, with_heldout=True)
     data_s = time.perf_counter() - t0
     dataset = StreamDataset(path, loss=cfg.loss)
-    data_dir = Path(cfg.data_dir) if cfg.data_dir else out / "data"
-    text_tokens, passes = text_use(cfg, tok, data_dir, steps * rows_per_step * cfg.context)
+    text_tokens, passes = text_use(cfg, tok, stream_dir(cfg), steps * rows_per_step * cfg.context)
     if acc.is_main_process:
         warn_passes(passes, text_tokens=text_tokens, what=f"pre-training ({cfg.tokens:,} tokens)")
 

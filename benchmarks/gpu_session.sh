@@ -33,6 +33,9 @@
 # ftmem:     issue 16: finetune_speed at 8K/32K (2.7B geometry, full/sw/se, one process per variant),
 #            finetune_memory for full and se at 32K, then SE/SW/full at 64K and 128K (chunked loss +
 #            activation offload); the whole phase needs ~25 min: give it its own call(s) via ftmem1/ftmem2
+# recompute: finetune_speed at 16K (2.7B geometry, SE and full, --compile) with --recompute all, then
+#            elementwise (selective checkpointing: the layers' GEMMs and SDPA run once); 32K's kept
+#            outputs (~61 GB) fit only an H200, so 16K is the size both cards take
 # mamba2fast: GPU tests of the Mamba2 decode kernels / recurrent graphs / bf16 SSD, then
 #            benchmarks/recurrent_decode.py (ms per step, Mamba2 1.3B/2.7B vs Llama, batch 1 and 16)
 #            and benchmarks/ssd_speed.py scan + prefill (the fused Triton scan vs the torch scan: GB/s-eq
@@ -145,6 +148,13 @@ ftmem2)
             --loss-chunk 4096 --offload-activations --out "$OUT/ftmem_long.jsonl"
     done
     ;;
+recompute)
+    for rc in all elementwise; do
+        phase "recompute_16k_$rc" "${2:-280}" python3 benchmarks/finetune_speed.py --geometry sheared-llama-2.7b \
+            --steps 5 --warmup 2 --variants se,full --context 16384 --chunk-size 2048 --compile --recompute "$rc" \
+            --out "$OUT/recompute.jsonl"
+    done
+    ;;
 mamba2fast)
     phase mamba2fast_tests 150 python3 -m pytest -q -m gpu -p no:cacheprovider -o timeout=120 \
         tests/models/test_mamba2_kernels.py tests/models/test_mamba2_kernels_ssd.py tests/models/test_recurrent_graph.py \
@@ -190,7 +200,7 @@ mamba2fast-seeds)
         --archs llama-1b,zamba2-1.2b,sheared-llama-2.7b,mamba2-2.7b,mamba2attn-2.7b
     ;;
 *)
-    echo "usage: gpu_session.sh tests|seeds1|seeds2|recurrent2|attention|eval|evallong|replicate|ablations|hybriddiag|loopcompile|ftmem|ftmem1|ftmem2|mamba2fast|mamba2prof|mamba2fast-seeds|mamba2prefill [limit_s]" >&2
+    echo "usage: gpu_session.sh tests|seeds1|seeds2|recurrent2|attention|eval|evallong|replicate|ablations|recompute|hybriddiag|loopcompile|ftmem|ftmem1|ftmem2|mamba2fast|mamba2prof|mamba2fast-seeds|mamba2prefill [limit_s]" >&2
     exit 2
     ;;
 esac

@@ -12,7 +12,9 @@ from spanlab.cli import main
 
 RECIPES = {
     "llama": ("lora+", ["--attention", "sw", "--window", "8"]),
-    "bamba": ("hylora", ["--attention", "se", "--chunk-size", "8", "--block-size", "4", "--top-k", "2"]),
+    # The hybrid also checkpoints selectively (its Mamba2 mixers' and SE's ops under torch's SAC).
+    "bamba": ("hylora", ["--attention", "se", "--chunk-size", "8", "--block-size", "4", "--top-k", "2",
+                         "--recompute", "elementwise"]),
     "zamba2": ("hylora", ["--attention", "s2", "--group-size", "8", "--lr", "1e-2"]),
 }
 
@@ -104,3 +106,10 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, corpus):
         main(["finetune", "--model", str(tmp_path), "--data", str(corpus), "--out", str(tmp_path / "o"),
               "--attention", "dilated"])
     assert e.value.code == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["finetune", "--model", str(tmp_path), "--data", str(corpus), "--out", str(tmp_path / "o"),
+              "--recompute", "some"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "recompute" in err and "elementwise" in err

@@ -42,6 +42,10 @@ def test_chunked_loss_recomputes_the_head():
     model = _model()
     plain = model_step_flops(model, 10)["total"]
     assert model_step_flops(model, 10, chunked_head=True)["total"] - plain == 2 * 10 * HIDDEN * VOCAB
+    # Without the blocks' recompute (no checkpointing, or `--recompute elementwise`) the chunked
+    # loss still runs the head twice.
+    blocks_once = model_step_flops(model, 10, recompute=False, chunked_head=True)
+    assert blocks_once["recompute"] == 2 * 10 * HIDDEN * VOCAB
 
 
 def test_trainable_weight_pays_its_weight_grad():

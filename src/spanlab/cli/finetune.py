@@ -58,6 +58,10 @@ def finetune(
     mixed_precision: str | None = typer.Option(None, help="auto | bf16 | fp16 | no [auto: bf16 on CUDA, no (fp32) on CPU]."),
     weights_dtype: str | None = typer.Option(None, help="Frozen base weights: fp32 | bf16 [fp32]."),
     gradient_checkpointing: bool | None = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing"),
+    recompute: str | None = typer.Option(None, help="What checkpointing recomputes in the backward: all (each "
+                                         "layer's forward) | elementwise (keeps matmul and attention-kernel "
+                                         "outputs: no second forward of the GEMMs, ~2 GB more a layer at 2.7B x "
+                                         "32K) [all]."),
     loss_chunk: str | None = typer.Option(None, help="Rows per LM-head + cross-entropy chunk, e.g. 4k; the full "
                                           "(context, vocab) logits are never built; 0 = dense loss [4096]."),
     offload_activations: bool | None = typer.Option(None, "--offload-activations/--no-offload-activations",
@@ -86,7 +90,7 @@ def finetune(
         "top_k": top_k, "peft": peft, "rank": rank, "alpha": alpha, "rope_scaling": rope_scaling, "steps": steps,
         "micro_batch_size": micro_batch_size, "grad_accum": grad_accum, "lr": lr, "warmup_steps": warmup_steps,
         "schedule": schedule, "mixed_precision": mixed_precision, "weights_dtype": weights_dtype,
-        "gradient_checkpointing": gradient_checkpointing, "loss_chunk": loss_chunk,
+        "gradient_checkpointing": gradient_checkpointing, "recompute": recompute, "loss_chunk": loss_chunk,
         "offload_activations": offload_activations, "compile": compile, "save_every": save_every, "seed": seed, "merge": merge,
         "progress": progress, "kernels": kernels,
     }

@@ -86,6 +86,9 @@ class FinetuneConfig(BaseModel):
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     weights_dtype: Literal["fp32", "bf16"] = "fp32"
     gradient_checkpointing: bool = True
+    recompute: Literal["all", "elementwise"] = Field(
+        "all", description="what checkpointing recomputes: all = each layer's forward; elementwise = keep matmul "
+        "and attention-kernel outputs, recompute the rest (faster, more memory)")
     loss_chunk: int = Field(4096, ge=0, description="LM head + cross-entropy in chunks of this many rows (never "
                             "the full (context, vocab) logits); 0 = the model's dense loss")
     offload_activations: bool = Field(False, description="tensors saved for backward go to pinned CPU memory")

@@ -197,6 +197,7 @@ def _run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         max_grad_norm=cfg.max_grad_norm,
         mixed_precision=cfg.mixed_precision,
         gradient_checkpointing=cfg.gradient_checkpointing,
+        recompute=cfg.recompute,
         loss_chunk=cfg.loss_chunk,
         offload_activations=cfg.offload_activations,
         compile=cfg.compile,

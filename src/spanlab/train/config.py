@@ -29,6 +29,10 @@ class TrainConfig(BaseModel):
     max_grad_norm: float | None = Field(1.0, description="clip the global grad norm; None disables")
     mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
     gradient_checkpointing: bool = True
+    recompute: Literal["all", "elementwise"] = Field(
+        "all", description="with gradient checkpointing, what the backward recomputes: all = each layer's whole "
+        "forward; elementwise = only the ops between matmuls and attention kernels, whose outputs are kept "
+        "(more memory, no second forward of the GEMMs; spanlab.train.recompute)")
     loss_chunk: int = Field(0, ge=0, description="rows per LM-head + cross-entropy chunk of the default loss "
                             "(never builds the full logits); 0 = the model's own dense loss")
     compile: bool = Field(False, description="torch.compile each decoder layer's MLP and norms (regional; "

@@ -51,29 +51,32 @@ def linear_layers(model: nn.Module, *, recompute: bool = True, chunked_head: boo
     """Every linear layer that runs once per token: plain `nn.Linear`s and peft LoRA layers
     (counted as their base layer + rank), with whether they are recomputed under checkpointing.
     `chunked_head`: the loss runs the LM head in checkpointed chunks (spanlab.train.loss), so the
-    head's forward runs twice as well."""
+    head's forward runs twice as well, with or without `recompute` (the blocks' checkpointing)."""
     from spanlab.train.loss import chunkable
 
     found: list[LinearLayer] = []
     parts = chunkable(model) if chunked_head else None
     head = parts[1] if parts else None
 
-    def walk(module: nn.Module, prefix: str, in_block: bool) -> None:
-        in_block = in_block or _is_checkpointed_block(module) or module is head
+    def walk(module: nn.Module, prefix: str, in_block: bool, in_head: bool) -> None:
+        in_block = in_block or _is_checkpointed_block(module)
+        in_head = in_head or module is head
+        # The chunked loss recomputes the head whatever the blocks' checkpointing does.
+        again = (recompute and in_block) or in_head
         base = getattr(module, "base_layer", None)
         rank = _lora_rank(module)
         if rank and isinstance(base, nn.Linear):
             found.append(LinearLayer(prefix, base.in_features, base.out_features, base.weight.requires_grad,
-                                     rank, recompute and in_block))
+                                     rank, again))
             return  # its children are the base layer and the factors, counted here
         if isinstance(module, nn.Linear):
             found.append(LinearLayer(prefix, module.in_features, module.out_features, module.weight.requires_grad,
-                                     0, recompute and in_block))
+                                     0, again))
             return
         for name, child in module.named_children():
-            walk(child, f"{prefix}.{name}" if prefix else name, in_block)
+            walk(child, f"{prefix}.{name}" if prefix else name, in_block, in_head)
 
-    walk(model, "", False)
+    walk(model, "", False, False)
     return found
 
 

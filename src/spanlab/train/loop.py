@@ -113,10 +113,11 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas, fused=fused or None)
 
 
-def _enable_checkpointing(model: torch.nn.Module) -> None:
-    # Non-reentrant checkpointing needs no input grads, so frozen embeddings + LoRA just work.
+def _enable_checkpointing(model: torch.nn.Module, recompute: str = "all") -> None:
     # transformers 5.23 renamed the method (5.17 has only the old name, 5.23 warns on it).
-    kwargs = {"use_reentrant": False}
+    from spanlab.train.recompute import checkpoint_kwargs
+
+    kwargs = checkpoint_kwargs(recompute)  # type: ignore[arg-type]
     if hasattr(model, "activation_checkpointing_enable"):
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     elif hasattr(model, "gradient_checkpointing_enable"):
@@ -176,7 +177,7 @@ def train(
         out_dir.mkdir(parents=True, exist_ok=True)
 
     if config.gradient_checkpointing:
-        _enable_checkpointing(model)
+        _enable_checkpointing(model, config.recompute)
     if config.compile:
         from spanlab.train.compile import compile_regions
 
